@@ -1,0 +1,1 @@
+"""tfllm_export: SavedModel, ONNX and TFLite artifacts with an accuracy gate."""
