@@ -1,0 +1,140 @@
+"""`tfllm`: one subcommand per stage of a BERT model's life.
+
+Stages import their modules (and tensorflow) only when they run, so `tfllm --help`
+stays fast. Bad input is reported on one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_config_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument("--config", default=default, metavar="FILE",
+                        help="YAML config (default: built-in defaults%s)"
+                        % (f", or {default}" if default else ""))
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
+
+
+def _corpus_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", nargs="+", required=True, metavar="PATH",
+                        help="text (blank-line separated documents), .jsonl, .csv or .tsv files")
+
+
+def cmd_vocab(args: argparse.Namespace) -> int:
+    from tfllm.config import CleanCorpusConfig, load_config
+    from tfllm.data.stages import build_vocab
+
+    cfg = load_config(CleanCorpusConfig, args.config, args.overrides)
+    build_vocab(args.corpus, args.out, args.vocab_size, args.lowercase, cfg)
+    return 0
+
+
+def cmd_data_clean(args: argparse.Namespace) -> int:
+    from tfllm.config import CleanCorpusConfig, load_config
+    from tfllm.data.stages import clean_corpus
+
+    cfg = load_config(CleanCorpusConfig, args.config, args.overrides)
+    clean_corpus(args.corpus, args.out, cfg)
+    return 0
+
+
+def cmd_data_pretrain(args: argparse.Namespace) -> int:
+    from tfllm.config import PretrainDataConfig, load_config
+    from tfllm.data.stages import build_pretraining_data
+
+    overrides = list(args.overrides)
+    for flag, key in (("seq_len", "seq_len"), ("dupe_factor", "dupe_factor"),
+                      ("masking", "masking"), ("max_predictions", "max_predictions_per_seq")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"examples.{key}={getattr(args, flag)}")
+    if args.whole_word_mask:
+        overrides.append("examples.whole_word_mask=true")
+    if args.no_nsp:
+        overrides.append("examples.nsp=false")
+    cfg = load_config(PretrainDataConfig, args.config, overrides)
+    build_pretraining_data(args.corpus, args.tokenizer, args.out, cfg)
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from tfllm.quickstart import run_quickstart
+
+    return run_quickstart(args.out, tiny=args.tiny)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfllm",
+        description="The whole life of a BERT-style model: corpus, vocab, pretraining data, "
+        "pretraining, fine-tuning, export and serving.",
+    )
+    from tfllm import __version__
+
+    parser.add_argument("--version", action="version", version=f"tfllm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("quickstart", help="run the whole chain on bundled defaults")
+    p.add_argument("--out", default="quickstart-out", help="output folder (default: %(default)s)")
+    p.add_argument("--tiny", action="store_true", help="smallest settings (used by the tests)")
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("vocab", help="train a WordPiece vocab -> vocab.txt + tokenizer.json")
+    _corpus_args(p)
+    p.add_argument("--vocab-size", type=int, default=30522, help="default: %(default)s")
+    p.add_argument("--out", required=True, metavar="DIR")
+    case = p.add_mutually_exclusive_group()
+    case.add_argument("--lowercase", dest="lowercase", action="store_true", default=True,
+                      help="uncased vocab, accents stripped (default)")
+    case.add_argument("--cased", dest="lowercase", action="store_false", help="cased vocab")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_vocab)
+
+    data = sub.add_parser("data", help="corpus cleaning and pretraining examples")
+    data_sub = data.add_subparsers(dest="data_command", metavar="STAGE", required=True)
+
+    p = data_sub.add_parser("clean", help="normalize, filter, dedup -> documents.jsonl + stats")
+    _corpus_args(p)
+    p.add_argument("--out", required=True, metavar="DIR")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_data_clean)
+
+    p = data_sub.add_parser("pretrain", help="MLM + NSP examples -> sharded TFRecords + stats")
+    _corpus_args(p)
+    p.add_argument("--tokenizer", required=True, metavar="DIR",
+                   help="folder with tokenizer.json and/or vocab.txt")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--seq-len", type=int, help="tokens per example (default 128)")
+    p.add_argument("--dupe-factor", type=int, help="masked copies of the corpus (default 5)")
+    p.add_argument("--max-predictions", type=int, help="max_predictions_per_seq (default 20)")
+    p.add_argument("--masking", choices=["static", "dynamic"], help="default static")
+    p.add_argument("--whole-word-mask", action="store_true")
+    p.add_argument("--no-nsp", action="store_true", help="single segments, no NSP labels")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_data_pretrain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from tfllm.errors import InputError
+
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except InputError as err:
+        print(f"tfllm {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
