@@ -3,3 +3,5 @@
 Never imports tensorflow, tfllm or tfllm_export, so it installs alone with
 `pip install ".[serve]"`.
 """
+
+__version__ = "0.1.0"

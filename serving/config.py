@@ -1,0 +1,193 @@
+"""Server configuration: plain dataclasses loaded from YAML (``configs/serve/*.yaml``).
+
+Names follow TF Serving's flags and ``ModelServerConfig`` fields in snake_case, so a
+TF Serving user recognises them (``file_system_poll_wait_seconds``,
+``model_version_policy``, ``version_labels``, ``max_batch_size``,
+``batch_timeout_micros``, ``max_enqueued_batches``, ``num_batch_threads``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+VERSION_POLICIES = ("latest", "specific", "all")
+OVER_LENGTH_POLICIES = ("truncate", "reject")
+
+
+@dataclass
+class ModelSpecConfig:
+    """Which versions of one model to serve and under which labels.
+
+    >>> m = ModelSpecConfig(name="sst2", version_policy="specific", versions=[1, 2],
+    ...                     version_labels={"stable": 1, "canary": 2})
+    >>> m.validate()
+    """
+
+    name: str
+    # latest: the num_versions highest; specific: exactly `versions`; all: every one.
+    version_policy: str = "latest"
+    num_versions: int = 1
+    versions: list[int] = field(default_factory=list)
+    version_labels: dict[str, int] = field(default_factory=dict)
+    # A format key of model_config.json "artifacts"; None means the server default.
+    artifact: str | None = None
+
+    def validate(self) -> None:
+        if self.version_policy not in VERSION_POLICIES:
+            raise ValueError(
+                f"model {self.name!r}: version_policy must be one of {VERSION_POLICIES}, "
+                f"got {self.version_policy!r}"
+            )
+        if self.version_policy == "specific" and not self.versions:
+            raise ValueError(f"model {self.name!r}: version_policy 'specific' needs versions")
+        if self.num_versions < 1:
+            raise ValueError(f"model {self.name!r}: num_versions must be >= 1")
+
+
+@dataclass
+class BatchingConfig:
+    """Dynamic batching, as TF Serving's ``--batching_parameters_file``."""
+
+    enabled: bool = True
+    max_batch_size: int = 32
+    # TF Serving's advice: slightly above zero (~1 ms) evens batch sizes at low QPS.
+    batch_timeout_micros: int = 1000
+    max_enqueued_batches: int = 64
+    # 0 = one per CPU core.
+    num_batch_threads: int = 0
+
+
+@dataclass
+class RuntimeConfig:
+    """onnxruntime session options."""
+
+    # 0 = cores divided among the batch threads, so concurrent runs do not oversubscribe.
+    intra_op_threads: int = 0
+    # "auto" = CUDAExecutionProvider when onnxruntime offers it, else CPU.
+    providers: list[str] | str = "auto"
+    warmup: bool = True
+
+
+@dataclass
+class LimitsConfig:
+    """Hard limits applied to every request."""
+
+    max_body_bytes: int = 1 << 20
+    max_instances: int = 256
+    # 0 = the model's max_len from model_config.json.
+    max_sequence_length: int = 0
+    # truncate: cut text to the limit; reject: answer 400 when it is longer.
+    over_length: str = "truncate"
+    request_timeout_seconds: float = 30.0
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``tfllm-serve`` needs; CLI flags override the YAML values.
+
+    >>> cfg = ServerConfig.from_dict({"model_repo": "/models", "batching": {"max_batch_size": 8}})
+    >>> cfg.batching.max_batch_size, cfg.host
+    (8, '127.0.0.1')
+    """
+
+    model_repo: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8501
+    # None or 0 disables the gRPC endpoint.
+    grpc_port: int | None = 8500
+    auth_token_file: str | None = None
+    file_system_poll_wait_seconds: float = 1.0
+    # Default artifact (a key of model_config.json "artifacts") for every model.
+    artifact: str = "onnx"
+    # Empty = serve every model folder found in the repository with the latest policy.
+    models: list[ModelSpecConfig] = field(default_factory=list)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    access_log: bool = True
+    log_level: str = "info"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServerConfig:
+        """Build from a parsed YAML mapping; unknown keys are errors, not silently ignored."""
+        data = dict(data or {})
+        nested = {
+            "batching": BatchingConfig,
+            "runtime": RuntimeConfig,
+            "limits": LimitsConfig,
+        }
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in nested:
+                kwargs[key] = _build(nested[key], value or {}, key)
+            elif key == "models":
+                kwargs[key] = [
+                    _build(ModelSpecConfig, m, f"models[{i}]") for i, m in enumerate(value or [])
+                ]
+            else:
+                kwargs[key] = value
+        cfg = _build(cls, kwargs, "config")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> ServerConfig:
+        """Load a YAML file (``yaml.safe_load``: never constructs arbitrary objects)."""
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(yaml.safe_load(fh) or {})
+
+    def validate(self) -> None:
+        for m in self.models:
+            m.validate()
+        if self.limits.over_length not in OVER_LENGTH_POLICIES:
+            raise ValueError(
+                f"limits.over_length must be one of {OVER_LENGTH_POLICIES}, "
+                f"got {self.limits.over_length!r}"
+            )
+        if self.batching.max_batch_size < 1:
+            raise ValueError("batching.max_batch_size must be >= 1")
+        if self.batching.max_enqueued_batches < 1:
+            raise ValueError("batching.max_enqueued_batches must be >= 1")
+
+    def model_spec(self, name: str) -> ModelSpecConfig:
+        """The configured spec for ``name``, or the default latest-version spec."""
+        for m in self.models:
+            if m.name == name:
+                return m
+        return ModelSpecConfig(name=name)
+
+    def artifact_for(self, name: str) -> str:
+        return self.model_spec(name).artifact or self.artifact
+
+    def batch_threads(self) -> int:
+        return self.batching.num_batch_threads or (os.cpu_count() or 1)
+
+    def intra_op_threads(self) -> int:
+        if self.runtime.intra_op_threads:
+            return self.runtime.intra_op_threads
+        return max(1, (os.cpu_count() or 1) // self.batch_threads())
+
+    def read_auth_token(self) -> bytes | None:
+        """The bearer token as bytes (surrounding whitespace stripped), or None."""
+        if not self.auth_token_file:
+            return None
+        token = Path(self.auth_token_file).read_bytes().strip()
+        if not token:
+            raise ValueError(f"auth token file {self.auth_token_file} is empty")
+        return token
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    return cls(**values)

@@ -1,0 +1,386 @@
+"""One model version in memory: onnxruntime session, tokenizer, labels and task config.
+
+Everything that touches onnxruntime or ``tokenizers`` lives here; the web front ends only
+see :class:`EncodedBatch` in and :class:`BatchOutput` out. Usable alone for local
+inference (no server, no protos)::
+
+    rt = ModelRuntime.load("repo/sst2/1")
+    out = rt.run(rt.encode_texts(["a gripping film ."]))
+    rt.labels[int(out.probabilities[0].argmax())]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from .errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+TASKS = ("classification", "token_classification")
+ID_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_ORT_TO_NUMPY = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+_NUMPY_TO_DT = {np.dtype(np.int64): "DT_INT64", np.dtype(np.int32): "DT_INT32"}
+
+
+@dataclass
+class EncodedBatch:
+    """Token-id rows of one request, padded to the longest row of that request.
+
+    >>> b = EncodedBatch.from_ids([[101, 7, 102]])
+    >>> b.input_ids.shape, b.size
+    ((1, 3), 1)
+    """
+
+    input_ids: np.ndarray
+    attention_mask: np.ndarray
+    token_type_ids: np.ndarray
+    # Words of each row for word-level labels (text input only), else None.
+    words: list[list[tuple[str, int]]] | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    @classmethod
+    def from_ids(
+        cls,
+        input_ids: Sequence[Sequence[int]] | np.ndarray,
+        attention_mask: Sequence[Sequence[int]] | np.ndarray | None = None,
+        token_type_ids: Sequence[Sequence[int]] | np.ndarray | None = None,
+    ) -> EncodedBatch:
+        ids = np.asarray(input_ids, dtype=np.int64)
+        mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
+        types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids)
+        return cls(ids, mask.astype(np.int64), types.astype(np.int64))
+
+
+@dataclass
+class BatchOutput:
+    """Model outputs for the rows of one :class:`EncodedBatch`."""
+
+    logits: np.ndarray
+    probabilities: np.ndarray
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis (float32 in, float32 out)."""
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def choose_providers(requested: list[str] | str = "auto") -> list[str]:
+    """CUDA first when this onnxruntime build offers it, CPU always as the fallback."""
+    available = ort.get_available_providers()
+    if requested == "auto":
+        wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    else:
+        wanted = list(requested)
+    chosen = [p for p in wanted if p in available]
+    return chosen or ["CPUExecutionProvider"]
+
+
+class ModelRuntime:
+    """A loaded, validated model version.
+
+    >>> rt = ModelRuntime.load(version_dir)          # doctest: +SKIP
+    >>> rt.run(rt.encode_texts(["fine ."])).probabilities.shape   # doctest: +SKIP
+    (1, 2)
+    """
+
+    def __init__(
+        self,
+        version_dir: Path,
+        model_config: dict[str, Any],
+        labels: list[str],
+        tokenizer: Tokenizer,
+        session: ort.InferenceSession,
+        max_sequence_length: int,
+        over_length: str,
+    ) -> None:
+        self.version_dir = version_dir
+        self.name = version_dir.parent.name
+        self.version = int(version_dir.name)
+        self.config = model_config
+        self.task = model_config.get("task", "classification")
+        self.text_pair = bool(model_config.get("text_pair", False))
+        self.labels = labels
+        self.session = session
+        self.max_len = max_sequence_length
+        self.over_length = over_length
+        self.tokenizer = tokenizer
+        self.pad_id = tokenizer.token_to_id("[PAD]") or 0
+        self.vocab_size = tokenizer.get_vocab_size()
+        # The session decides which id inputs exist and their integer width.
+        self.input_dtypes = {
+            i.name: np.dtype(_ORT_TO_NUMPY.get(i.type, np.int64))
+            for i in session.get_inputs()
+            if i.name in ID_INPUTS
+        }
+        names = [o.name for o in session.get_outputs()]
+        self.output_name = "logits" if "logits" in names else names[0]
+        self._configure_tokenizer()
+
+    @classmethod
+    def load(
+        cls,
+        version_dir: str | os.PathLike[str],
+        artifact: str = "onnx",
+        providers: list[str] | str = "auto",
+        intra_op_threads: int = 0,
+        max_sequence_length: int = 0,
+        over_length: str = "truncate",
+    ) -> ModelRuntime:
+        """Read the version folder written by ``tfllm export`` and open the ORT session.
+
+        Raises ``ValueError``/``FileNotFoundError``/onnxruntime errors on a bad folder;
+        the caller decides whether that rejects the version.
+        """
+        vdir = Path(version_dir)
+        model_config = json.loads((vdir / "model_config.json").read_text(encoding="utf-8"))
+        task = model_config.get("task", "classification")
+        if task not in TASKS:
+            raise ValueError(f"{vdir}: task must be one of {TASKS}, got {task!r}")
+        artifacts = model_config.get("artifacts") or {"onnx": "model.onnx"}
+        if artifact not in artifacts:
+            raise ValueError(
+                f"{vdir}: artifact {artifact!r} not in model_config.json artifacts "
+                f"{sorted(artifacts)}"
+            )
+        model_path = vdir / artifacts[artifact]
+        if model_path.suffix != ".onnx":
+            raise ValueError(f"{vdir}: artifact {artifact!r} is {model_path.name}, not ONNX")
+        labels = json.loads((vdir / "labels.json").read_text(encoding="utf-8"))
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ValueError(f"{vdir}: labels.json must be a JSON list of strings")
+        tokenizer = Tokenizer.from_file(str(vdir / "tokenizer.json"))
+
+        options = ort.SessionOptions()
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(
+            str(model_path), sess_options=options, providers=choose_providers(providers)
+        )
+        model_max = int(model_config.get("max_len", 512))
+        limit = min(model_max, max_sequence_length) if max_sequence_length else model_max
+        return cls(vdir, model_config, labels, tokenizer, session, limit, over_length)
+
+    def _configure_tokenizer(self) -> None:
+        # Padding to the longest row of the call; the batcher re-pads across requests.
+        self.tokenizer.enable_padding(pad_id=self.pad_id, pad_token="[PAD]")
+        if self.over_length == "truncate":
+            self.tokenizer.enable_truncation(max_length=self.max_len)
+        else:
+            self.tokenizer.no_truncation()
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def encode_texts(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None
+    ) -> EncodedBatch:
+        """Tokenize raw text (and second segments when the model takes pairs)."""
+        if pairs is not None and not self.text_pair:
+            raise InvalidInput("this model takes single texts; text_pair is not accepted")
+        if pairs is None and self.text_pair:
+            raise InvalidInput("this model takes sentence pairs; give text and text_pair")
+        if not texts:
+            raise InvalidInput("no texts given")
+        inputs: list[Any] = list(texts) if pairs is None else list(zip(texts, pairs, strict=True))
+        encodings = self.tokenizer.encode_batch(inputs)
+        if self.over_length == "reject":
+            for i, enc in enumerate(encodings):
+                n = sum(enc.attention_mask)
+                if n > self.max_len:
+                    raise InvalidInput(
+                        f"instance {i}: {n} tokens exceed max sequence length {self.max_len}"
+                    )
+        batch = EncodedBatch(
+            np.array([e.ids for e in encodings], dtype=np.int64),
+            np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            np.array([e.type_ids for e in encodings], dtype=np.int64),
+        )
+        if self.task == "token_classification":
+            batch.words = [
+                _first_subtokens(text, enc) for text, enc in zip(texts, encodings, strict=True)
+            ]
+        return batch
+
+    def check_ids(self, batch: EncodedBatch) -> EncodedBatch:
+        """Validate client-given token ids so bad values answer 400, not a session error."""
+        if batch.input_ids.ndim != 2 or batch.width == 0 or batch.size == 0:
+            raise InvalidInput("input_ids must be a non-empty [batch, seq] integer tensor")
+        for name in ("attention_mask", "token_type_ids"):
+            if getattr(batch, name).shape != batch.input_ids.shape:
+                raise InvalidInput(f"{name} must have the shape of input_ids")
+        if batch.input_ids.min() < 0 or batch.input_ids.max() >= self.vocab_size:
+            raise InvalidInput(f"input_ids must be in [0, {self.vocab_size})")
+        if not np.isin(batch.attention_mask, (0, 1)).all():
+            raise InvalidInput("attention_mask values must be 0 or 1")
+        if not np.isin(batch.token_type_ids, (0, 1)).all():
+            raise InvalidInput("token_type_ids values must be 0 or 1")
+        if batch.width > self.max_len:
+            if self.over_length == "reject":
+                raise InvalidInput(
+                    f"sequence length {batch.width} exceeds max sequence length {self.max_len}"
+                )
+            batch = EncodedBatch(
+                batch.input_ids[:, : self.max_len],
+                batch.attention_mask[:, : self.max_len],
+                batch.token_type_ids[:, : self.max_len],
+            )
+        return batch
+
+    def run(self, batch: EncodedBatch) -> BatchOutput:
+        """One session call on an already padded batch."""
+        feed = {
+            name: getattr(batch, name).astype(dtype, copy=False)
+            for name, dtype in self.input_dtypes.items()
+        }
+        (logits,) = self.session.run([self.output_name], feed)
+        logits = np.asarray(logits, dtype=np.float32)
+        return BatchOutput(logits, softmax(logits))
+
+    def run_many(self, batches: Sequence[EncodedBatch]) -> list[BatchOutput]:
+        """Merge requests into one padded batch, run once, and split the outputs back."""
+        if len(batches) == 1:
+            return [self.run(batches[0])]
+        width = max(b.width for b in batches)
+        total = sum(b.size for b in batches)
+        merged = EncodedBatch(
+            np.full((total, width), self.pad_id, dtype=np.int64),
+            np.zeros((total, width), dtype=np.int64),
+            np.zeros((total, width), dtype=np.int64),
+        )
+        row = 0
+        for b in batches:
+            merged.input_ids[row : row + b.size, : b.width] = b.input_ids
+            merged.attention_mask[row : row + b.size, : b.width] = b.attention_mask
+            merged.token_type_ids[row : row + b.size, : b.width] = b.token_type_ids
+            row += b.size
+        out = self.run(merged)
+        results, row = [], 0
+        for b in batches:
+            rows = slice(row, row + b.size)
+            if self.task == "token_classification":
+                # Per-token outputs go back at the request's own width.
+                results.append(
+                    BatchOutput(out.logits[rows, : b.width], out.probabilities[rows, : b.width])
+                )
+            else:
+                results.append(BatchOutput(out.logits[rows], out.probabilities[rows]))
+            row += b.size
+        return results
+
+    def sanity_input(self, rows: int = 1) -> EncodedBatch:
+        """A short real sentence through the real tokenizer (pairs when the model takes them)."""
+        texts = ["the quick brown fox jumps over the lazy dog ."] * rows
+        return self.encode_texts(texts, list(texts) if self.text_pair else None)
+
+    def warmup_input(self, rows: int) -> EncodedBatch:
+        """The widest shape requests can reach: the sanity row's ids repeated to max_len."""
+        row = self.sanity_input(1)
+        reps = -(-self.max_len // row.width)
+        return EncodedBatch(
+            np.tile(row.input_ids, (rows, reps))[:, : self.max_len],
+            np.ones((rows, self.max_len), dtype=np.int64),
+            np.tile(row.token_type_ids, (rows, reps))[:, : self.max_len],
+        )
+
+    def validate_and_warm_up(self, max_batch_size: int = 1, warmup: bool = True) -> None:
+        """Answer a sanity input and check its outputs; with warmup also run the big shapes.
+
+        Raises ``ValueError`` when the model does not answer like the config says.
+        """
+        missing = {"input_ids", "attention_mask"} - set(self.input_dtypes)
+        if missing:
+            raise ValueError(f"ONNX model lacks inputs {sorted(missing)}")
+        batch = self.sanity_input(1)
+        out = self.run(batch)
+        want = (1, len(self.labels))
+        if self.task == "token_classification":
+            want = (1, batch.width, len(self.labels))
+        if out.logits.shape != want:
+            raise ValueError(
+                f"sanity input gave logits of shape {out.logits.shape}, expected {want} "
+                f"(task {self.task}, {len(self.labels)} labels)"
+            )
+        if not np.isfinite(out.logits).all():
+            raise ValueError("sanity input gave non-finite logits")
+        if warmup:
+            # The first run at a new shape is slow (allocation, kernel selection).
+            self.run(self.warmup_input(max(1, max_batch_size)))
+
+    def signature_defs(self) -> dict[str, Any]:
+        """TF Serving ``SignatureDefMap`` as JSON: ``serving_default`` takes text (like the
+        exported SavedModel), ``token_ids`` takes the ONNX id tensors; predict accepts
+        either input form under either name."""
+
+        def info(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
+            return {
+                "dtype": dtype,
+                "tensor_shape": {
+                    "dim": [{"size": str(d), "name": ""} for d in dims],
+                    "unknown_rank": False,
+                },
+                "name": f"{name}:0",
+            }
+
+        n = len(self.labels)
+        out_dims = [-1, n] if self.task == "classification" else [-1, -1, n]
+        outputs = {
+            "logits": info("logits", "DT_FLOAT", out_dims),
+            "probabilities": info("probabilities", "DT_FLOAT", out_dims),
+        }
+        text_inputs = {"text": info("text", "DT_STRING", [-1])}
+        if self.text_pair:
+            text_inputs["text_pair"] = info("text_pair", "DT_STRING", [-1])
+        id_inputs = {
+            name: info(name, _NUMPY_TO_DT[dtype], [-1, -1])
+            for name, dtype in self.input_dtypes.items()
+        }
+        method = "tensorflow/serving/predict"
+        return {
+            "signature_def": {
+                "serving_default": {
+                    "inputs": text_inputs,
+                    "outputs": outputs,
+                    "method_name": method,
+                },
+                "token_ids": {"inputs": id_inputs, "outputs": outputs, "method_name": method},
+            }
+        }
+
+
+SIGNATURE_NAMES = ("serving_default", "token_ids", "")
+
+
+def _first_subtokens(text: str, encoding: Any) -> list[tuple[str, int]]:
+    """(word, token index of its first sub-token) for each word of the first segment."""
+    words: list[tuple[str, int]] = []
+    seen: set[int] = set()
+    pairs = zip(encoding.word_ids, encoding.sequence_ids, strict=True)
+    for idx, (word_id, seq_id) in enumerate(pairs):
+        if word_id is None or seq_id != 0 or word_id in seen:
+            continue
+        seen.add(word_id)
+        start, end = encoding.word_to_chars(word_id)
+        words.append((text[start:end], idx))
+    return words
