@@ -186,9 +186,36 @@ def model_repo(tmp_path: Path) -> Path:
     return repo
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_model_version() -> Callable[..., Path]:
     return write_version
+
+
+def reference_logits(version_dir: Path, texts: list[str], max_len: int = 128) -> np.ndarray:
+    """Plain onnxruntime + tokenizers, one sentence at a time (no padding, no server code):
+    the ground truth the server's answers are compared with."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
+    tok.enable_truncation(max_len)
+    session = ort.InferenceSession(str(version_dir / "model.onnx"))
+    dtype = np.int32 if session.get_inputs()[0].type == "tensor(int32)" else np.int64
+    rows = []
+    for text in texts:
+        enc = tok.encode(text)
+        feed = {
+            "input_ids": np.array([enc.ids], dtype=dtype),
+            "attention_mask": np.array([enc.attention_mask], dtype=dtype),
+            "token_type_ids": np.array([enc.type_ids], dtype=dtype),
+        }
+        rows.append(session.run(["logits"], feed)[0][0])
+    return np.stack(rows)
+
+
+@pytest.fixture(scope="session")
+def in_process_logits() -> Callable[..., np.ndarray]:
+    return reference_logits
 
 
 def sst2_dev_sentences(limit: int = 64) -> list[str]:
@@ -267,19 +294,37 @@ class ServerProcess:
         self._log.close()
 
 
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Start servers on demand; all are stopped at the end of the test."""
-    started: list[ServerProcess] = []
+class ServerStarter:
+    """Starts servers on demand and stops them all at teardown."""
 
-    def start(repo: Path, config: dict | None = None, grpc: bool = False,
-              extra_args: list[str] | None = None, ready: bool = True) -> ServerProcess:
-        server = ServerProcess(repo, config, grpc, extra_args, tmp_path)
-        started.append(server)
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.started: list[ServerProcess] = []
+
+    def __call__(self, repo: Path, config: dict | None = None, grpc: bool = False,
+                 extra_args: list[str] | None = None, ready: bool = True) -> ServerProcess:
+        server = ServerProcess(repo, config, grpc, extra_args, self.tmp)
+        self.started.append(server)
         if ready:
             server.wait_ready()
         return server
 
-    yield start
-    for server in started:
-        server.stop()
+    def stop_all(self) -> None:
+        for server in self.started:
+            server.stop()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[ServerStarter]:
+    """Start servers for one test."""
+    starter = ServerStarter(tmp_path)
+    yield starter
+    starter.stop_all()
+
+
+@pytest.fixture(scope="module")
+def start_module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerStarter]:
+    """Start servers shared by the tests of one module (a server start costs ~1.5 s)."""
+    starter = ServerStarter(tmp_path_factory.mktemp("servers"))
+    yield starter
+    starter.stop_all()

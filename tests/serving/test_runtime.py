@@ -1,0 +1,83 @@
+"""ModelRuntime in process: tokenization, padding invariance, dtypes, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from tfllm_serving.errors import InvalidInput
+from tfllm_serving.runtime import ModelRuntime
+from tokenizers import Tokenizer
+
+
+def test_merged_padded_batch_equals_one_by_one_onnxruntime_on_sst2_dev(
+    model_repo: Path, sst2_sentences: list[str]
+) -> None:
+    vdir = model_repo / "sst2" / "1"
+    rt = ModelRuntime.load(vdir)
+    requests = [rt.encode_texts(sst2_sentences[i : i + 3]) for i in range(0, 24, 3)]
+    merged = rt.run_many(requests)
+
+    tok = Tokenizer.from_file(str(vdir / "tokenizer.json"))
+    tok.enable_truncation(128)
+    session = ort.InferenceSession(str(vdir / "model.onnx"))
+    for i, sentence in enumerate(sst2_sentences[:24]):
+        enc = tok.encode(sentence)
+        feed = {
+            "input_ids": np.array([enc.ids], dtype=np.int64),
+            "attention_mask": np.array([enc.attention_mask], dtype=np.int64),
+            "token_type_ids": np.array([enc.type_ids], dtype=np.int64),
+        }
+        (want,) = session.run(["logits"], feed)
+        got = merged[i // 3].logits[i % 3]
+        np.testing.assert_allclose(got, want[0], rtol=1e-5, atol=1e-5)
+
+
+def test_int32_token_classification_model_gets_cast_inputs_and_word_starts(
+    model_repo: Path,
+) -> None:
+    rt = ModelRuntime.load(model_repo / "ner" / "1")
+    assert set(rt.input_dtypes.values()) == {np.dtype(np.int32)}
+    batch = rt.encode_texts(["Paris hosts dogs", "x"])
+    assert [w for w, _ in batch.words[0]] == ["Paris", "hosts", "dogs"]
+    out = rt.run(batch)
+    assert out.logits.shape == (2, batch.width, 3)
+    np.testing.assert_allclose(out.probabilities.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_over_length_text_is_truncated_or_rejected_as_configured(model_repo: Path) -> None:
+    long_text = "film " * 300
+    truncating = ModelRuntime.load(model_repo / "sst2" / "1", max_sequence_length=32)
+    assert truncating.encode_texts([long_text]).width == 32
+    rejecting = ModelRuntime.load(model_repo / "sst2" / "1", over_length="reject")
+    with pytest.raises(InvalidInput, match="exceed max sequence length 128"):
+        rejecting.encode_texts([long_text])
+
+
+def test_sentence_pairs_are_required_exactly_when_the_model_takes_pairs(
+    tmp_path: Path, write_model_version
+) -> None:
+    single = ModelRuntime.load(write_model_version(tmp_path, "single", 1))
+    with pytest.raises(InvalidInput, match="single texts"):
+        single.encode_texts(["a"], ["b"])
+    pair = ModelRuntime.load(write_model_version(tmp_path, "pair", 1, text_pair=True))
+    batch = pair.encode_texts(["a film"], ["the film"])
+    assert batch.token_type_ids[0].tolist() == [0, 0, 0, 0, 1, 1, 1]
+    with pytest.raises(InvalidInput, match="sentence pairs"):
+        pair.encode_texts(["a"])
+
+
+def test_a_corrupt_or_mismatched_version_fails_validation(
+    tmp_path: Path, write_model_version
+) -> None:
+    corrupt = write_model_version(tmp_path, "m", 1)
+    (corrupt / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(Exception, match="(?i)protobuf|invalid|load"):
+        ModelRuntime.load(corrupt)
+    wrong_labels = write_model_version(tmp_path, "m", 2)
+    (wrong_labels / "labels.json").write_text('["a", "b", "c"]')
+    rt = ModelRuntime.load(wrong_labels)
+    with pytest.raises(ValueError, match="expected \\(1, 3\\)"):
+        rt.validate_and_warm_up(4)
