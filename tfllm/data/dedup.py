@@ -30,7 +30,7 @@ class DedupOptions:
 
     exact: bool = True
     near: bool = True
-    near_threshold: float = 0.7  # estimated Jaccard similarity of word shingles
+    near_threshold: float = 0.6  # estimated Jaccard similarity of word shingles
     num_perm: int = 128
     shingle_words: int = 1
     seed: int = 1

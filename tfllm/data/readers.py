@@ -313,20 +313,31 @@ def read_corpus(
     column: str | int | None = None,
     text_mode: str = "blocks",
 ) -> Iterator[Document]:
-    """Documents from many files, each read by its format (from the extension by default)."""
+    """Documents from many files, each read by its format (from the extension by default).
+
+    Every path is checked before the first document is read, so a missing file fails
+    before any work starts.
+    """
     report = report if report is not None else ReadReport()
     paths = [check_readable(p) for p in paths]
-    for path in paths:
+    if not paths:
+        raise InputError("no corpus files given")
+    kinds = [fmt or detect_format(p) for p in paths]
+    for path, kind in zip(paths, kinds, strict=True):
+        if kind not in ("jsonl", "csv", "tsv", "text", "conll"):
+            raise InputError(f"unknown format {kind!r} for {path} (text, jsonl, csv, tsv, conll)")
+    return _read_all(paths, kinds, report, field_name, column, text_mode)
+
+
+def _read_all(paths, kinds, report, field_name, column, text_mode) -> Iterator[Document]:
+    for path, kind in zip(paths, kinds, strict=True):
         report.files += 1
-        kind = fmt or detect_format(path)
         if kind == "jsonl":
             yield from read_jsonl(path, report, field_name)
         elif kind in ("csv", "tsv"):
             yield from read_delimited(path, report, column, "\t" if kind == "tsv" else ",")
         elif kind == "text":
             yield from read_text(path, report, text_mode)
-        elif kind == "conll":
+        else:
             for sentence in read_conll(path, report):
                 yield Document(" ".join(sentence.words), sentence.source, sentence.line)
-        else:
-            raise InputError(f"unknown format {kind!r} for {path} (text, jsonl, csv, tsv, conll)")

@@ -1,0 +1,69 @@
+"""Writing benchmark results: `bench/results/<name>.json` and a table in docs/results.md.
+
+Every table carries the machine it was measured on; a re-run replaces its own section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+RESULTS_MD = REPO / "docs" / "results.md"
+
+
+def machine() -> dict:
+    """CPU model, core count, memory and the Python/platform, for every results table."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = None
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory_gb = round(pages / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory_gb,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "commit": commit}
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_results(name: str, title: str, data: dict, table: str, notes: str = "") -> None:
+    """Save JSON and replace (or append) the `## title` section of docs/results.md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    payload = {"benchmark": name, "machine": info, **data}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    section = (
+        f"## {title}\n\n"
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB, "
+        f"Python {info['python']}, commit {info['commit']}. "
+        f"Raw numbers: `bench/results/{name}.json`.\n\n{table}\n"
+        + (f"\n{notes.strip()}\n" if notes else "")
+    )
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Measured results\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+    text = pattern.sub(section + "\n", text) if pattern.search(text) else (
+        text.rstrip() + "\n\n" + section)
+    RESULTS_MD.write_text(text.rstrip() + "\n")

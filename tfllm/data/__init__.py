@@ -1,0 +1,1 @@
+"""Corpus readers, cleaning, dedup, pretraining examples and task datasets."""

@@ -1,0 +1,1 @@
+"""Vocab training, the in-graph TF tokenizer and the TF-free tokenizer."""
