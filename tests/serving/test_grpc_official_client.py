@@ -178,16 +178,20 @@ print(json.dumps(out))
     ours = json.loads(subprocess.run([sys.executable, "-c", script], check=True,
                                      capture_output=True, text=True).stdout)
     from google.protobuf import descriptor_pool
+    from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
     pool = descriptor_pool.Default()
-    from tensorflow_serving.apis import model_service_pb2  # noqa: F401 - registers ModelService
+    services = {
+        **{s.full_name: s for s in prediction_service_pb2.DESCRIPTOR.services_by_name.values()},
+        **{s.full_name: s for s in model_service_pb2.DESCRIPTOR.services_by_name.values()},
+    }
 
     checked = 0
     for full_name, fields in ours.items():
         if full_name.startswith("google."):
             continue
         if full_name.endswith("Service"):
-            official = pool.FindServiceByName(full_name)
+            official = services[full_name]
             for method, (inp, outp) in fields.items():
                 m = official.methods_by_name[method]
                 assert [m.input_type.full_name, m.output_type.full_name] == [inp, outp]
@@ -196,6 +200,7 @@ print(json.dumps(out))
         official = pool.FindMessageTypeByName(full_name)
         for name, (number, ftype, repeated) in fields.items():
             f = official.fields_by_name[name]
-            assert [f.number, f.type, f.is_repeated] == [number, ftype, repeated], (full_name, name)
+            got = [f.number, f.type, f.is_repeated]
+            assert got == [number, ftype, repeated], (full_name, name)
         checked += 1
     assert checked >= 15
