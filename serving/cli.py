@@ -70,7 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "auth": cfg.auth_token_file is not None})
     except ValueError:
         pass  # a host name: the operator chose it
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises the captured SIGINT once its graceful shutdown is done.
+        pass
     return 0
 
 
