@@ -1,0 +1,1 @@
+"""BERT backbone (keras-hub) and the heads on top: pretraining, classifier, tagger."""
