@@ -158,9 +158,10 @@ class ModelRoutes:
                                    "signature")
             raise NotFound(f"Malformed request: unknown method :{method}")
         limits = self.config.limits
-        data = decode_json(await read_body(request, limits.max_body_bytes))
         try:
+            # The body read counts too: a client trickling bytes cannot hold a slot forever.
             async with asyncio.timeout(limits.request_timeout_seconds):
+                data = decode_json(await read_body(request, limits.max_body_bytes))
                 if method == "classify":
                     parsed = parse_classify_body(data, runtime, limits.max_instances)
                     out = await asyncio.wrap_future(servable.submit(parsed.batch))

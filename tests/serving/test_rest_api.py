@@ -29,6 +29,8 @@ def server(repo: Path, start_module_server):
             {"name": "nli"},
         ],
         "limits": {"max_body_bytes": 64 * 1024, "max_instances": 64},
+        # A short hold so concurrent requests reliably share batches on a fast tiny model.
+        "batching": {"batch_timeout_micros": 2000},
     })
 
 

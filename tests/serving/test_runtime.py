@@ -81,3 +81,14 @@ def test_a_corrupt_or_mismatched_version_fails_validation(
     rt = ModelRuntime.load(wrong_labels)
     with pytest.raises(ValueError, match="expected \\(1, 3\\)"):
         rt.validate_and_warm_up(4)
+
+
+def test_cuda_provider_is_chosen_first_when_onnxruntime_offers_it(monkeypatch) -> None:
+    from tfllm_serving import runtime
+
+    monkeypatch.setattr(runtime.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert runtime.choose_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert runtime.choose_providers() == ["CPUExecutionProvider"]
+    assert runtime.choose_providers(["TensorrtExecutionProvider"]) == ["CPUExecutionProvider"]
