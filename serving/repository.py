@@ -7,7 +7,7 @@ Pure file-system reading: nothing here loads a model.
 >>> repo = pathlib.Path(tempfile.mkdtemp())
 >>> for v in ("1", "2", "007", "tmp-3"):
 ...     (repo / "sst2" / v).mkdir(parents=True)
-...     (repo / "sst2" / v / "model_config.json").write_text("{}")
+...     _ = (repo / "sst2" / v / "model_config.json").write_text("{}")
 >>> ModelRepository(repo).ready_versions("sst2")
 [1, 2, 7]
 >>> select_versions([1, 2, 7], ModelSpecConfig("sst2"))
