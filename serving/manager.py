@@ -141,13 +141,17 @@ class ModelManager:
             return None
 
     def _reconcile_model(self, name: str) -> None:
-        loaded = set(self._servables.get(name, {}))
-        for version in sorted(set(self._wanted(name)) - loaded, reverse=True):
-            if self._stop.is_set():
-                return
-            self._load(name, version)
-        # Recomputed after loading: a version that failed just now is no longer wanted,
-        # so whatever serves today keeps serving.
+        attempted: set[int] = set()
+        while not self._stop.is_set():
+            # Recomputed after each round: a version that failed is no longer wanted, so
+            # the policy falls back to the next one (e.g. v1 when a new v2 is corrupt).
+            loaded = set(self._servables.get(name, {}))
+            missing = set(self._wanted(name)) - loaded - attempted
+            if not missing:
+                break
+            for version in sorted(missing, reverse=True):
+                attempted.add(version)
+                self._load(name, version)
         unwanted = set(self._servables.get(name, {})) - set(self._wanted(name))
         if unwanted:
             self._unload(name, unwanted)

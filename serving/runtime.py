@@ -174,6 +174,8 @@ class ModelRuntime:
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        # Errors only: ORT's warnings are plain text and would break the JSON log stream.
+        options.log_severity_level = 3
         session = ort.InferenceSession(
             str(model_path), sess_options=options, providers=choose_providers(providers)
         )

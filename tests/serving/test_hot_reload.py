@@ -112,3 +112,21 @@ def test_pinned_versions_and_labels_serve_side_by_side(
         latest = c.post("/v1/models/sst2:predict", json=body).json()
         assert stable == v1 and canary == latest and stable != canary
         assert c.post("/v1/models/sst2/versions/3:predict", json=body).status_code == 404
+
+
+def test_a_corrupt_latest_version_at_startup_falls_back_to_the_previous_one(
+    tmp_path: Path, write_model_version, start_server
+) -> None:
+    repo = tmp_path / "repo"
+    write_model_version(repo, "sst2", 1)
+    bad = write_model_version(repo, "sst2", 2)
+    (bad / "model.onnx").write_bytes(b"garbage")
+    server = start_server(repo, {"file_system_poll_wait_seconds": 30})  # one scan only
+    with httpx.Client(base_url=server.base, timeout=30) as c:
+        status = _statuses(c, "sst2")
+        assert status["1"]["state"] == "AVAILABLE"
+        assert status["2"]["state"] == "END" and status["2"]["status"]["error_message"]
+        r = c.post("/v1/models/sst2:predict", json={"instances": ["a film"]})
+        assert r.status_code == 200
+        assert c.post("/v1/models/sst2/versions/2:predict",
+                      json={"instances": ["a film"]}).status_code == 404

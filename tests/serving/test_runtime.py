@@ -92,3 +92,29 @@ def test_cuda_provider_is_chosen_first_when_onnxruntime_offers_it(monkeypatch) -
     monkeypatch.setattr(runtime.ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert runtime.choose_providers() == ["CPUExecutionProvider"]
     assert runtime.choose_providers(["TensorrtExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_the_configured_artifact_is_served_and_non_onnx_ones_are_refused(
+    tmp_path: Path, write_model_version
+) -> None:
+    import json
+    import shutil
+
+    vdir = write_model_version(tmp_path, "m", 1, seed=1)
+    other = write_model_version(tmp_path, "other", 1, seed=2)
+    shutil.copy(other / "model.onnx", vdir / "model-int8.onnx")
+    (vdir / "model.tflite").write_bytes(b"tflite")
+    config = json.loads((vdir / "model_config.json").read_text())
+    config["artifacts"] = {"onnx": "model.onnx", "onnx-int8": "model-int8.onnx",
+                           "tflite": "model.tflite"}
+    (vdir / "model_config.json").write_text(json.dumps(config))
+    fp32 = ModelRuntime.load(vdir)
+    int8 = ModelRuntime.load(vdir, artifact="onnx-int8")
+    ref = ModelRuntime.load(other)
+    batch = fp32.encode_texts(["a film"])
+    np.testing.assert_allclose(int8.run(batch).logits, ref.run(batch).logits)
+    assert not np.allclose(fp32.run(batch).logits, ref.run(batch).logits)
+    with pytest.raises(ValueError, match="not ONNX"):
+        ModelRuntime.load(vdir, artifact="tflite")
+    with pytest.raises(ValueError, match="not in model_config.json artifacts"):
+        ModelRuntime.load(vdir, artifact="onnx-fp16")
