@@ -8,9 +8,11 @@ fixed seed, so a different seed makes a version that answers differently.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +33,7 @@ def _make_serving_importable() -> None:
     if importlib.util.find_spec("tfllm_serving") is not None:
         return
     link_root = Path(tempfile.mkdtemp(prefix="tfllm-serving-path-"))
+    atexit.register(shutil.rmtree, link_root, ignore_errors=True)
     (link_root / "tfllm_serving").symlink_to(REPO_ROOT / "serving")
     sys.path.insert(0, str(link_root))
     os.environ["PYTHONPATH"] = os.pathsep.join(
