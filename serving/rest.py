@@ -158,22 +158,24 @@ class ModelRoutes:
                                    "signature")
             raise NotFound(f"Malformed request: unknown method :{method}")
         limits = self.config.limits
-        try:
+
+        async def answer() -> dict[str, Any]:
             # The body read counts too: a client trickling bytes cannot hold a slot forever.
-            async with asyncio.timeout(limits.request_timeout_seconds):
-                data = decode_json(await read_body(request, limits.max_body_bytes))
-                if method == "classify":
-                    parsed = parse_classify_body(data, runtime, limits.max_instances)
-                    out = await asyncio.wrap_future(servable.submit(parsed.batch))
-                    body = {"result": format_classify(out, runtime)}
-                else:
-                    parsed, row_format = parse_predict_body(data, runtime, limits.max_instances)
-                    out = await asyncio.wrap_future(servable.submit(parsed.batch))
-                    if row_format:
-                        body = {"predictions": format_predictions(parsed, out, runtime)}
-                    else:
-                        body = {"outputs": format_outputs(out)}
-        except TimeoutError as exc:
+            data = decode_json(await read_body(request, limits.max_body_bytes))
+            if method == "classify":
+                parsed = parse_classify_body(data, runtime, limits.max_instances)
+                out = await asyncio.wrap_future(servable.submit(parsed.batch))
+                return {"result": format_classify(out, runtime)}
+            parsed, row_format = parse_predict_body(data, runtime, limits.max_instances)
+            out = await asyncio.wrap_future(servable.submit(parsed.batch))
+            if row_format:
+                return {"predictions": format_predictions(parsed, out, runtime)}
+            return {"outputs": format_outputs(out)}
+
+        try:
+            # wait_for, not asyncio.timeout: setup.cfg still allows Python 3.10.
+            body = await asyncio.wait_for(answer(), limits.request_timeout_seconds)
+        except asyncio.TimeoutError as exc:  # noqa: UP041 - distinct from TimeoutError on 3.10
             raise DeadlineExceeded(
                 f"request exceeded the {limits.request_timeout_seconds} s timeout"
             ) from exc
