@@ -62,6 +62,23 @@ def cmd_data_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tfllm.config import load_config
+    from tfllm.errors import InputError
+    from tfllm.training.pretrain import PretrainConfig, pretrain
+
+    config = Path(args.config)
+    if not config.is_file():
+        sizes = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs" /
+                                        "pretrain").glob("*.yaml"))
+        raise InputError(f"config file not found: {config} (sizes: {', '.join(sizes)})")
+    cfg = load_config(PretrainConfig, config, args.overrides)
+    pretrain(cfg, args.data, args.out, args.eval_data)
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from tfllm.quickstart import run_quickstart
 
@@ -83,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="quickstart-out", help="output folder (default: %(default)s)")
     p.add_argument("--tiny", action="store_true", help="smallest settings (used by the tests)")
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("pretrain", help="pretrain BERT (MLM + NSP) with tf.distribute; resumes")
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="configs/pretrain/<size>.yaml (tiny, mini, small, medium, base)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
+    p.add_argument("--data", required=True, metavar="DIR", help="`tfllm data pretrain` output")
+    p.add_argument("--eval-data", metavar="DIR", help="held-out pretraining data for evaluation")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run folder; re-running the same command resumes an unfinished run")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("vocab", help="train a WordPiece vocab -> vocab.txt + tokenizer.json")
     _corpus_args(p)

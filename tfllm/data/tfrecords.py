@@ -112,13 +112,17 @@ def load_pretraining_dataset(
     if not files:
         raise FileNotFoundError(f"no {SHARD_PATTERN} files in {directory}")
     spec = feature_spec(seq_len, max_predictions, masked)
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
     ds = tf.data.Dataset.from_tensor_slices(files)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if pipelines > 1 and len(files) >= pipelines:
+        ds = ds.shard(pipelines, input_context.input_pipeline_id)
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed)
+    # Deterministic order (seeded shuffles) so that a resumed run can skip to its position.
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if pipelines > 1 and len(files) < pipelines:  # too few files: shard the records instead
+        ds = ds.shard(pipelines, input_context.input_pipeline_id)
     if shuffle:
         ds = ds.shuffle(10_000, seed=seed)
 

@@ -1,0 +1,1 @@
+"""Strategy resolution, optimizers and schedules, and the pretraining loop."""
