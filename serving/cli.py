@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import ServerConfig
 from .logs import setup_logging
@@ -48,6 +49,8 @@ def load_config(args: argparse.Namespace) -> ServerConfig:
             setattr(cfg, attr, value)
     if not cfg.model_repo:
         raise ValueError("--model-repo (or model_repo in the config) is required")
+    if not Path(cfg.model_repo).is_dir():
+        raise ValueError(f"model repository not found: {cfg.model_repo} (expected REPO/NAME/VERSION/)")
     cfg.validate()
     return cfg
 

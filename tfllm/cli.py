@@ -79,6 +79,12 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(argv: list[str]) -> int:
+    from tfllm_serving.cli import main as serve_main
+
+    return serve_main(argv)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from tfllm.quickstart import run_quickstart
 
@@ -111,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR",
                    help="run folder; re-running the same command resumes an unfinished run")
     p.set_defaults(func=cmd_pretrain)
+
+    # Listed for --help only: main() hands `serve ...` to tfllm-serve's own parser unchanged.
+    sub.add_parser("serve", help="TF Serving REST + gRPC API on onnxruntime (= tfllm-serve)")
 
     p = sub.add_parser("vocab", help="train a WordPiece vocab -> vocab.txt + tokenizer.json")
     _corpus_args(p)
@@ -149,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        return cmd_serve(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     from tfllm.errors import InputError

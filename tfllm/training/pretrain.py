@@ -203,7 +203,12 @@ def pretrain(
     if cfg.train.lr_scaling != "none":
         ratio = cfg.train.batch_size / cfg.train.lr_reference_batch_size
         lr *= {"linear": ratio, "sqrt": math.sqrt(ratio)}[cfg.train.lr_scaling]
-    opt_cfg = OptimizerConfig(**{**config_to_dict(cfg.optimizer), "learning_rate": lr})
+    # Keras clips each replica's partial gradient before summing them over replicas
+    # (keras/src/optimizers/base_optimizer.py), so N replicas would not match one:
+    # with several replicas the step sums, clips by the global norm, then applies.
+    clipnorm = cfg.optimizer.clipnorm if replicas > 1 else None
+    opt_cfg = OptimizerConfig(**{**config_to_dict(cfg.optimizer), "learning_rate": lr,
+                                 **({"clipnorm": None} if clipnorm else {})})
     with strategy.scope():
         backbone = build_backbone(cfg.model, data.vocab_size, dtype=precision)
         model = BertPretrainer(backbone, nsp=cfg.model.nsp)
@@ -233,19 +238,25 @@ def pretrain(
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
+        if clipnorm:
+            grads = _sum_and_clip(grads, clipnorm, optimizer, replicas)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return {"loss": loss, **counts}
 
     replica_fn = tf.function(replica_step, jit_compile=True) if jit else replica_step
 
+    def one_step(iterator) -> dict:
+        per_replica = strategy.run(replica_fn, args=(next(iterator),))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in per_replica.items()}
+
     @tf.function
     def train_steps(iterator, n: tf.Tensor) -> dict:
-        totals = None
-        for _ in tf.range(n):
-            per_replica = strategy.run(replica_fn, args=(next(iterator),))
-            reduced = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                       for k, v in per_replica.items()}
-            totals = reduced if totals is None else {k: totals[k] + reduced[k] for k in totals}
+        # Several steps per call (steps_per_execution) to keep Python out of the loop.
+        totals = one_step(iterator)
+        for _ in tf.range(n - 1):
+            totals = {k: v + w for (k, v), w in zip(totals.items(), one_step(iterator).values(),
+                                                    strict=True)}
         return totals
 
     writer = tf.summary.create_file_writer(str(log_dir / "train")) if chief else None
@@ -316,6 +327,17 @@ def pretrain(
         for key, value in metrics.items():
             print(f"  {key:24s} {value}")
     return metrics
+
+
+def _sum_and_clip(grads: list, clipnorm: float, optimizer, replicas: int) -> list:
+    """Clip the replicas' summed gradient by its global norm; return each replica's share
+    (the optimizer sums the shares again when it applies them)."""
+    dense = [tf.convert_to_tensor(g) for g in grads]  # embedding gradients are IndexedSlices
+    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, dense)
+    scale = getattr(optimizer, "dynamic_scale", None)  # gradients are still loss-scaled
+    limit = clipnorm * (tf.cast(scale, tf.float32) if scale is not None else 1.0)
+    clipped, _ = tf.clip_by_global_norm(total, limit)
+    return [g / replicas for g in clipped]
 
 
 def evaluate(model: keras.Model, data: DataInfo, cfg: PretrainConfig,

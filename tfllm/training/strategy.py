@@ -30,17 +30,10 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """The strategy for `name` (see module docstring); `auto` follows the devices present."""
     if name not in STRATEGIES:
         raise InputError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        if os.environ.get("TF_CONFIG"):
-            name = "multi_worker"
-        elif len(gpus) > 1:
-            name = "mirrored"
-        elif len(gpus) == 1:
-            name = "one_device"
-        else:
-            name = "default"
+    if name == "auto" and os.environ.get("TF_CONFIG"):
+        name = "multi_worker"
     if name == "multi_worker":
+        # Checked before anything touches the TF context: collectives must be configured first.
         if not os.environ.get("TF_CONFIG"):
             raise InputError("strategy multi_worker needs TF_CONFIG (cluster and task)")
         try:
@@ -48,6 +41,14 @@ def resolve_strategy(name: str = "auto") -> tf.distribute.Strategy:
         except json.JSONDecodeError as err:
             raise InputError(f"TF_CONFIG is not valid JSON: {err}") from err
         return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        if len(gpus) > 1:
+            name = "mirrored"
+        elif len(gpus) == 1:
+            name = "one_device"
+        else:
+            name = "default"
     if name == "mirrored":
         # Several logical CPUs count as replicas too (that is how tests get 2 replicas).
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]

@@ -1,0 +1,165 @@
+"""`tfllm pretrain`: distributed steps, resume after SIGKILL, the RUN_DIR, bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.training.conftest import TINY, free_port, make_data
+from tfllm.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+TINY_CONFIG = str(REPO / "configs" / "pretrain" / "tiny.yaml")
+# Dropout off: replicas draw different dropout masks, which is noise, not a bug.
+EXACT = ["--set", "model.dropout=0.0"]
+
+
+def pretrain_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tfllm.cli", "pretrain", "--config", TINY_CONFIG,
+            "--data", str(data), "--out", str(out), *TINY, *extra]
+
+
+def weights(h5_path: Path) -> dict[str, np.ndarray]:
+    found = {}
+    with h5py.File(h5_path, "r") as f:
+        f.visititems(lambda name, obj: found.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
+    return found
+
+
+def test_two_replicas_on_logical_cpus_match_one_replica_on_the_same_global_batch(tmp_path,
+                                                                                 tiny_data):
+    overrides = [a for a in TINY + EXACT if a != "--set"] + ["train.steps=10"]
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("replica_parity.py")), TINY_CONFIG,
+         str(tiny_data), str(tmp_path), *overrides],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.split("RESULT ", 1)[1])
+    assert result["default"]["replicas"] == 1 and result["mirrored"]["replicas"] == 2
+    assert result["mirrored"]["loss"] == pytest.approx(result["default"]["loss"], rel=1e-4)
+    assert "not divisible by the 2 replicas" in result["odd_batch_error"]
+    single = weights(tmp_path / "default" / "backbone" / "model.weights.h5")
+    double = weights(tmp_path / "mirrored" / "backbone" / "model.weights.h5")
+    # Adam divides by sqrt(v): a near-zero gradient that differs only in float summation
+    # order can move a weight by up to one step (lr <= 1e-3) per step, so compare the
+    # trajectory in bulk: tiny mean difference, no weight further than the 10 steps allow.
+    for name, value in single.items():
+        diff = np.abs(double[name] - value)
+        assert diff.mean() < 1e-4 and diff.max() < 1e-2, (name, diff.mean(), diff.max())
+
+
+def test_two_worker_multi_worker_run_on_localhost_ends_with_identical_weights(tmp_path,
+                                                                               tiny_data):
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(
+            pretrain_cmd(tiny_data, tmp_path / "run", "--set", "train.steps=6"),
+            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for proc, output in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, output[-3000:]
+    chief, worker = tmp_path / "run", tmp_path / "run" / "worker-1"
+    for run in (chief, worker):
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["steps"] == 6 and metrics["replicas"] == 2
+    a, b = (weights(r / "backbone" / "model.weights.h5") for r in (chief, worker))
+    assert a.keys() == b.keys() and len(a) > 10
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_a_run_killed_with_sigkill_resumes_with_the_same_command_to_the_same_end(tmp_path,
+                                                                                  tiny_data):
+    extra = ("--set", "train.steps=60", "--set", "train.checkpoint_every=10", *EXACT)
+    reference = subprocess.run(pretrain_cmd(tiny_data, tmp_path / "whole", *extra), cwd=REPO,
+                               capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    command = pretrain_cmd(tiny_data, tmp_path / "killed", *extra)
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    checkpoint_index = tmp_path / "killed" / "checkpoints" / "checkpoint"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if checkpoint_index.is_file() and "ckpt-20" in checkpoint_index.read_text():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    after = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert after["steps"] == whole["steps"] == 60
+    assert after["loss"] == pytest.approx(whole["loss"], rel=0.02)
+
+
+def test_run_dir_holds_model_backbone_preset_tokenizer_config_metrics_and_logs(
+        tmp_path, tiny_data, tiny_eval_data):
+    out = tmp_path / "run"
+    rc = main(["pretrain", "--config", TINY_CONFIG, "--data", str(tiny_data), "--eval-data",
+               str(tiny_eval_data), "--out", str(out), *TINY, "--set", "train.steps=10",
+               "--set", "train.eval_batches=3"])
+    assert rc == 0
+    for name in ("model.keras", "config.yaml", "metrics.json", "tokenizer/vocab.txt",
+                 "tokenizer/tokenizer.json", "backbone/config.json", "checkpoints/checkpoint"):
+        assert (out / name).exists(), name
+    assert list((out / "logs" / "train").glob("events.out.tfevents.*"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("mlm_accuracy", "nsp_accuracy", "mlm_perplexity", "steps", "samples_per_second",
+                "unigram_mlm_accuracy"):
+        assert key in metrics, key
+    import keras
+    import keras_hub
+
+    backbone = keras_hub.models.Backbone.from_preset(str(out / "backbone"))
+    tokenizer = keras_hub.models.BertTokenizer.from_preset(str(out / "backbone"))
+    assert backbone.num_layers == 1 and tokenizer.vocabulary_size() == 2000
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    assert model.backbone.count_params() == backbone.count_params()
+    # a finished run is never overwritten
+    assert main(["pretrain", "--config", TINY_CONFIG, "--data", str(tiny_data),
+                 "--out", str(out), *TINY, "--set", "train.steps=10"]) == 2
+
+
+@pytest.mark.parametrize("case", ["unknown_size", "missing_data", "other_vocab", "no_nsp_data"])
+def test_bad_configs_fail_before_training_with_a_clear_error(tmp_path, data_dir, tiny_data, case,
+                                                             capsys):
+    args = ["pretrain", "--config", TINY_CONFIG, "--data", str(tiny_data), "--out",
+            str(tmp_path / "run"), *TINY]
+    if case == "unknown_size":
+        args[2], expected = str(REPO / "configs" / "pretrain" / "huge.yaml"), "sizes: base"
+    elif case == "missing_data":
+        args[4], expected = str(tmp_path / "nowhere"), "no such folder"
+    elif case == "other_vocab":
+        assert main(["vocab", "--corpus", str(data_dir / "sst2" / "dev.tsv"), "--vocab-size",
+                     "500", "--out", str(tmp_path / "v2")]) == 0
+        other = make_data(tmp_path, data_dir / "sst2" / "dev.tsv", tmp_path / "v2", "d2",
+                          ["--no-nsp"])
+        args += ["--eval-data", str(other)]
+        expected = "made with another vocab"
+    else:
+        args[4] = str(make_data(tmp_path, data_dir / "wikitext2" / "wiki.test.tokens",
+                                tiny_data / "tokenizer", "nonsp", ["--no-nsp"]))
+        expected = "model.nsp=false"
+    assert main(args) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints" / "checkpoint").exists()
