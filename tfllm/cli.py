@@ -79,6 +79,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from tfllm.config import load_config
+    from tfllm.finetune.train import FinetuneConfig, finetune
+
+    overrides = list(args.overrides)
+    for flag in ("train", "eval", "test", "format", "text_column", "text_pair_column",
+                 "label_column"):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"task.{flag}={value}")
+    cfg = load_config(FinetuneConfig, args.config, overrides)
+    finetune(cfg, args.init, args.out)
+    return 0
+
+
 def cmd_serve(argv: list[str]) -> int:
     from tfllm_serving.cli import main as serve_main
 
@@ -117,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR",
                    help="run folder; re-running the same command resumes an unfinished run")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a classifier from --init on any labelled file")
+    _add_config_args(p)
+    p.add_argument("--init", required=True,
+                   help="none | RUN_DIR | keras-hub preset dir | Hugging Face BERT dir")
+    p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--train", metavar="FILE", help="training data (csv, tsv, jsonl)")
+    p.add_argument("--eval", metavar="FILE", help="eval data (default: stratified split of train)")
+    p.add_argument("--test", metavar="FILE")
+    p.add_argument("--format", choices=["csv", "tsv", "jsonl"])
+    p.add_argument("--text-column", help="name or index")
+    p.add_argument("--text-pair-column", help="name or index (sentence-pair tasks)")
+    p.add_argument("--label-column", help="name or index")
+    p.set_defaults(func=cmd_finetune)
 
     # Listed for --help only: main() hands `serve ...` to tfllm-serve's own parser unchanged.
     sub.add_parser("serve", help="TF Serving REST + gRPC API on onnxruntime (= tfllm-serve)")

@@ -129,7 +129,7 @@ def read_jsonl(path: str | Path, report: ReadReport, field_name: str = "text") -
         yield Document(obj[field_name], str(path), number)
 
 
-def _resolve_column(column: str | int | None, header: list[str] | None, path: Path) -> int:
+def resolve_column(column: str | int | None, header: list[str] | None, path: Path) -> int:
     if isinstance(column, int) or (isinstance(column, str) and column.isdigit()):
         return int(column)
     if header is None:
@@ -235,7 +235,7 @@ def read_delimited(
     """CSV/TSV: text from `column` (name or index; default a text-like column or 0)."""
     path = check_readable(path)
     names, rows = read_delimited_rows(path, report, delimiter, header)
-    index = _resolve_column(column, names, path)
+    index = resolve_column(column, names, path)
     for number, row in rows:
         if index >= len(row):
             report.bad(path, number, f"no column {index}")

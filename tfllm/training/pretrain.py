@@ -53,7 +53,7 @@ class TrainConfig:
     lr_reference_batch_size: int = 256
     strategy: str = "auto"
     precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
-    jit_compile: str = "auto"  # auto | true | false
+    jit_compile: bool | str = "auto"  # auto | true | false
     steps_per_execution: int = 1
     seed: int = 42
     log_every: int = 20

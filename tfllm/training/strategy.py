@@ -67,8 +67,10 @@ def resolve_precision(name: str = "auto") -> str:
     return name
 
 
-def resolve_jit(setting: str) -> bool:
+def resolve_jit(setting: bool | str) -> bool:
     """XLA on (`true`), off (`false`), or `auto`: on where a GPU is present."""
+    if isinstance(setting, bool):
+        return setting
     if setting not in ("auto", "true", "false"):
         raise InputError(f"jit_compile must be auto, true or false, got {setting!r}")
     if setting == "auto":

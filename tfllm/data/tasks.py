@@ -1,0 +1,159 @@
+"""Labelled task data for fine-tuning: text (and pair) with a label, from any file.
+
+Formats: CSV/TSV (columns by name or index, header detected), JSONL (fields), and for
+token classification CoNLL. The label set comes from the training file; an eval label
+never seen in training is an error naming the file and line. Without an eval file a
+stratified split with a fixed seed is taken from the training data.
+
+Example:
+
+>>> import pathlib, tempfile
+>>> from tfllm.data.tasks import read_examples
+>>> p = pathlib.Path(tempfile.mkdtemp()) / "t.tsv"
+>>> _ = p.write_text("sentence\\tlabel\\ngood film\\t1\\nbad film\\t0\\n")
+>>> [(e.text, e.label) for e in read_examples(p, label_column="label")]
+[('good film', '1'), ('bad film', '0')]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfllm.data.readers import (
+    ReadReport,
+    TaggedSentence,
+    check_readable,
+    detect_format,
+    read_conll,
+    read_delimited_rows,
+    resolve_column,
+)
+from tfllm.errors import InputError
+
+
+@dataclass
+class Example:
+    """One classification example (label as the string found in the file)."""
+
+    text: str
+    label: str
+    text_pair: str | None = None
+    source: str = ""
+    line: int = 0
+
+
+def expand_path(path: str) -> str:
+    """`${TFLLM_DATA}` in config paths means the shared datasets folder."""
+    if "${TFLLM_DATA}" in path or "$TFLLM_DATA" in path:
+        from tfllm.data.locations import data_root
+
+        root = str(data_root())
+        path = path.replace("${TFLLM_DATA}", root).replace("$TFLLM_DATA", root)
+    return os.path.expanduser(path)
+
+
+def _jsonl_examples(path: Path, report: ReadReport, text: str, pair: str | None, label: str):
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                report.bad(path, number, f"not valid JSON ({err})")
+                continue
+            missing = [k for k in (text, pair, label) if k and k not in obj]
+            if missing:
+                report.bad(path, number, f"no field {missing[0]!r}")
+                continue
+            report.records += 1
+            yield Example(str(obj[text]), str(obj[label]), str(obj[pair]) if pair else None,
+                          str(path), number)
+
+
+def read_examples(
+    path: str | Path,
+    text_column: str | int | None = None,
+    label_column: str | int | None = "label",
+    text_pair_column: str | int | None = None,
+    fmt: str | None = None,
+    report: ReadReport | None = None,
+) -> list[Example]:
+    """Classification examples from CSV/TSV/JSONL; bad rows are counted and skipped."""
+    path = check_readable(expand_path(str(path)))
+    report = report if report is not None else ReadReport()
+    kind = fmt or detect_format(path)
+    if kind == "jsonl":
+        examples = list(_jsonl_examples(path, report, str(text_column or "text"),
+                                        str(text_pair_column) if text_pair_column else None,
+                                        str(label_column or "label")))
+    elif kind in ("csv", "tsv"):
+        names, rows = read_delimited_rows(path, report, "\t" if kind == "tsv" else ",")
+        text_index = resolve_column(text_column, names, path)
+        label_index = resolve_column(label_column, names, path)
+        pair_index = (resolve_column(text_pair_column, names, path)
+                      if text_pair_column is not None else None)
+        if names is None and text_index == label_index:
+            raise InputError(f"{path}: no header; give --text-column and --label-column indices")
+        examples = []
+        for number, row in rows:
+            report.records += 1
+            examples.append(Example(row[text_index], row[label_index].strip(),
+                                    row[pair_index] if pair_index is not None else None,
+                                    str(path), number))
+    else:
+        raise InputError(f"{path}: classification data must be csv, tsv or jsonl, not {kind}")
+    if not examples:
+        raise InputError(f"{path}: no examples")
+    return examples
+
+
+def read_tagged(path: str | Path, report: ReadReport | None = None) -> list[TaggedSentence]:
+    """CoNLL sentences for token classification (error if none)."""
+    path = check_readable(expand_path(str(path)))
+    sentences = list(read_conll(path, report if report is not None else ReadReport()))
+    if not sentences:
+        raise InputError(f"{path}: no sentences")
+    return sentences
+
+
+def label_set(labels: list[str]) -> list[str]:
+    """Sorted label names (numeric labels in numeric order)."""
+    unique = set(labels)
+    if all(label.lstrip("-").isdigit() for label in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
+
+
+def check_known_labels(examples: list, names: list[str], role: str) -> None:
+    known = set(names)
+    for example in examples:
+        labels = example.tags if isinstance(example, TaggedSentence) else [example.label]
+        for label in labels:
+            if label not in known:
+                raise InputError(f"{example.source}:{example.line}: {role} label {label!r} "
+                                 f"never seen in training (known: {', '.join(names[:20])})")
+
+
+def stratified_split(examples: list[Example], fraction: float, seed: int):
+    """(train, held-out) with each label's share kept; deterministic for a seed."""
+    if not 0 < fraction < 1:
+        raise InputError(f"eval split fraction must be in (0, 1), got {fraction}")
+    by_label: dict[str, list[Example]] = defaultdict(list)
+    for example in examples:
+        by_label[example.label].append(example)
+    rng = random.Random(seed)
+    train, held = [], []
+    for label in sorted(by_label):
+        group = by_label[label][:]
+        rng.shuffle(group)
+        cut = max(1, round(len(group) * fraction)) if len(group) > 1 else 0
+        held.extend(group[:cut])
+        train.extend(group[cut:])
+    rng.shuffle(train)
+    return train, held
