@@ -49,10 +49,16 @@ def load_config(args: argparse.Namespace) -> ServerConfig:
             setattr(cfg, attr, value)
     if not cfg.model_repo:
         raise ValueError("--model-repo (or model_repo in the config) is required")
-    if not Path(cfg.model_repo).is_dir():
-        raise ValueError(f"model repository not found: {cfg.model_repo} (expected REPO/NAME/VERSION/)")
     cfg.validate()
     return cfg
+
+
+def check_model_repo(cfg: ServerConfig) -> None:
+    """The repository must exist when the server starts (load_config only parses)."""
+    if not Path(str(cfg.model_repo)).is_dir():
+        raise ValueError(
+            f"model repository not found: {cfg.model_repo} (expected REPO/NAME/VERSION/)"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args)
+        check_model_repo(cfg)
         setup_logging(cfg.log_level)
         from .server import ServingServer
 

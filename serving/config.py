@@ -71,6 +71,10 @@ class RuntimeConfig:
 
     # 0 = cores divided among the batch threads, so concurrent runs do not oversubscribe.
     intra_op_threads: int = 0
+    # onnxruntime's idle intra-op threads busy-wait for work by default; in a server that
+    # CPU is needed by HTTP, tokenization and the next batch (off: lower B=1 latency and
+    # higher throughput measured by bench/serve.py on a 2-core CPU).
+    intra_op_spinning: bool = False
     # "auto" = CUDAExecutionProvider when onnxruntime offers it, else CPU.
     providers: list[str] | str = "auto"
     warmup: bool = True

@@ -200,6 +200,7 @@ class ModelManager:
             artifact=cfg.artifact_for(name),
             providers=cfg.runtime.providers,
             intra_op_threads=cfg.intra_op_threads(),
+            intra_op_spinning=cfg.runtime.intra_op_spinning,
             max_sequence_length=cfg.limits.max_sequence_length,
             over_length=cfg.limits.over_length,
         )

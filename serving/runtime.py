@@ -143,6 +143,7 @@ class ModelRuntime:
         artifact: str = "onnx",
         providers: list[str] | str = "auto",
         intra_op_threads: int = 0,
+        intra_op_spinning: bool = False,
         max_sequence_length: int = 0,
         over_length: str = "truncate",
     ) -> ModelRuntime:
@@ -174,6 +175,10 @@ class ModelRuntime:
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
+        if not intra_op_spinning:
+            # Idle intra-op threads spinning for work steal the cores the event loop,
+            # tokenizer and other batch threads need between runs.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # Errors only: ORT's warnings are plain text and would break the JSON log stream.
         options.log_severity_level = 3
         session = ort.InferenceSession(

@@ -1,0 +1,740 @@
+"""Serving benchmark: `tfllm-serve` (REST) vs. plain onnxruntime in-process, same artifact.
+
+    .venv/bin/python bench/serve.py                      # build a BERT-shaped model, full run
+    .venv/bin/python bench/serve.py --quick              # a few seconds, prints only
+    .venv/bin/python bench/serve.py --model-repo REPO --model sst2   # an exported model
+
+One run measures, on the same ONNX file and tokenizer.json:
+
+1. in-process onnxruntime (no server): latency p50/p95/p99 at B=1 (tokenize + run +
+   softmax, as the server does per request) and throughput (sequences/s) at batch sizes
+   1, 8, 32, 64, the best of which is "best batched";
+2. `tfllm-serve` started as a subprocess on free 127.0.0.1 ports (gRPC off) with batching
+   on: REST `:predict` latency at B=1 from one client, and requests/s at 1, 8 and 32
+   concurrent clients (threads, one `httpx.Client` each, one sentence per request);
+3. the same server with `batching.enabled: false`: requests/s at 32 clients.
+
+Every phase stops after `--requests` requests (sequences for in-process batches) or
+`--seconds`, whichever comes first; the only address ever contacted is 127.0.0.1. The
+request texts are SST-2 dev sentences (`$TFLLM_DATA/sst2/dev.tsv`, default
+`../shared/data` next to the repository). Without `--model-repo` the artifact is built here
+without TensorFlow: a WordPiece tokenizer.json trained with `tokenizers` on the SST-2 train
+sentences and an `onnx.helper` BERT encoder (embeddings + LayerNorm, `--layers` blocks of
+12-head self-attention with the padding mask and a GELU feed-forward, tanh pooler on [CLS],
+2-label classifier) with random weights at MiniLM width (hidden 384, FFN 1536).
+
+Results: `bench/results/serve.json` and the "Serving" section of docs/results.md (not with
+`--quick`, unless `--write`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import REPO, markdown_table, write_results  # noqa: E402
+
+HOST = "127.0.0.1"  # the only address this benchmark talks to
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TITLE = "Serving: `tfllm-serve` REST vs. in-process onnxruntime (CPU)"
+TARGETS = {"p50_gap_ms": 1.5, "vs_in_process_best_batched": 0.8, "vs_batching_off": 3.0}
+
+
+# ---- data ----------------------------------------------------------------------------
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("TFLLM_DATA", REPO.parent / "shared" / "data"))
+
+
+def sst2_sentences(split: str) -> list[str]:
+    path = data_root() / "sst2" / f"{split}.tsv"
+    if not path.exists():
+        raise SystemExit(f"SST-2 {split} not found at {path} (set TFLLM_DATA)")
+    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    return [line.split("\t")[0] for line in lines if line.strip()]
+
+
+# ---- the artifact ---------------------------------------------------------------------
+
+
+def build_tokenizer(path: Path, corpus: list[str], vocab_size: int = 30522) -> int:
+    """BERT-style WordPiece tokenizer.json trained on the SST-2 train sentences."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from tokenizers.trainers import WordPieceTrainer
+
+    tok = Tokenizer(WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                               show_progress=False)
+    tok.train_from_iterator(corpus, trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tok.save(str(path))
+    return tok.get_vocab_size()
+
+
+def build_bert_onnx(path: Path, vocab_size: int, layers: int = 4, hidden: int = 384,
+                    heads: int = 12, ffn: int = 1536, max_len: int = 128, labels: int = 2,
+                    seed: int = 0) -> int:
+    """A BERT encoder + classifier in plain ONNX ops (opset 17), random weights.
+
+    The ops are the ones a keras/tf2onnx BERT export has (Gather embeddings, LayerNormalization,
+    MatMul/Add projections, Reshape/Transpose heads, masked Softmax attention, Erf GELU), so
+    onnxruntime's BERT fusions apply as they would to a real export. Returns the parameter count.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits: list = []
+    nodes: list = []
+    n_params = 0
+
+    def weight(name: str, shape: tuple[int, ...], kind: str = "normal") -> str:
+        nonlocal n_params
+        if kind == "ones":
+            arr = np.ones(shape, np.float32)
+        elif kind == "zeros":
+            arr = np.zeros(shape, np.float32)
+        else:
+            arr = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+        n_params += arr.size
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def const(name: str, value, dtype) -> str:
+        inits.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
+        return name
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], **attrs))
+        return output
+
+    def dense(x: str, prefix: str, d_in: int, d_out: int) -> str:
+        y = node("MatMul", [x, weight(f"{prefix}.kernel", (d_in, d_out))], f"{prefix}.mm")
+        return node("Add", [y, weight(f"{prefix}.bias", (d_out,), "zeros")], f"{prefix}.out")
+
+    def layer_norm(x: str, prefix: str) -> str:
+        return node("LayerNormalization", [x, weight(f"{prefix}.gamma", (hidden,), "ones"),
+                                           weight(f"{prefix}.beta", (hidden,), "zeros")],
+                    f"{prefix}.out", axis=-1, epsilon=1e-12)
+
+    head_dim = hidden // heads
+    const("i0", 0, np.int64)
+    const("i1", 1, np.int64)
+    const("f1", 1.0, np.float32)
+    const("neg", -10000.0, np.float32)
+    const("scale", 1.0 / math.sqrt(head_dim), np.float32)
+    const("sqrt2", math.sqrt(2.0), np.float32)
+    const("half", 0.5, np.float32)
+    const("axes12", [1, 2], np.int64)
+    const("heads_shape", [0, 0, heads, head_dim], np.int64)
+    const("hidden_shape", [0, 0, hidden], np.int64)
+
+    # Embeddings: word + position + token type, LayerNorm.
+    words = node("Gather", [weight("emb.word", (vocab_size, hidden)), "input_ids"], "emb.w")
+    seq = node("Gather", [node("Shape", ["input_ids"], "ids.shape"), "i1"], "seq")
+    positions = node("Range", ["i0", seq, "i1"], "positions")
+    pos = node("Gather", [weight("emb.pos", (max_len, hidden)), positions], "emb.p")
+    types = node("Gather", [weight("emb.type", (2, hidden)), "token_type_ids"], "emb.t")
+    x = node("Add", [node("Add", [words, pos], "emb.wp"), types], "emb.sum")
+    x = layer_norm(x, "emb.ln")
+    # Additive attention mask [batch, 1, 1, seq]: 0 for tokens, -10000 for padding.
+    mask = node("Cast", ["attention_mask"], "mask.f", to=TensorProto.FLOAT)
+    mask = node("Mul", [node("Sub", ["f1", mask], "mask.inv"), "neg"], "mask.bias")
+    mask = node("Unsqueeze", [mask, "axes12"], "mask.4d")
+
+    for i in range(layers):
+        p = f"l{i}"
+
+        def split_heads(t: str, perm: list[int], name: str) -> str:
+            return node("Transpose", [node("Reshape", [t, "heads_shape"], f"{name}.r")],
+                        f"{name}.t", perm=perm)
+
+        q = split_heads(dense(x, f"{p}.q", hidden, hidden), [0, 2, 1, 3], f"{p}.qh")
+        k = split_heads(dense(x, f"{p}.k", hidden, hidden), [0, 2, 3, 1], f"{p}.kh")
+        v = split_heads(dense(x, f"{p}.v", hidden, hidden), [0, 2, 1, 3], f"{p}.vh")
+        scores = node("Mul", [node("MatMul", [q, k], f"{p}.qk"), "scale"], f"{p}.scaled")
+        probs = node("Softmax", [node("Add", [scores, mask], f"{p}.masked")], f"{p}.probs",
+                     axis=-1)
+        ctx = node("Transpose", [node("MatMul", [probs, v], f"{p}.ctx")], f"{p}.ctx.t",
+                   perm=[0, 2, 1, 3])
+        ctx = node("Reshape", [ctx, "hidden_shape"], f"{p}.ctx.r")
+        attn = dense(ctx, f"{p}.o", hidden, hidden)
+        x = layer_norm(node("Add", [x, attn], f"{p}.res1"), f"{p}.ln1")
+        h = dense(x, f"{p}.ffn1", hidden, ffn)
+        erf = node("Erf", [node("Div", [h, "sqrt2"], f"{p}.gelu.d")], f"{p}.gelu.erf")
+        gelu = node("Mul", [node("Mul", [h, node("Add", [erf, "f1"], f"{p}.gelu.a")],
+                                 f"{p}.gelu.m"), "half"], f"{p}.gelu")
+        out = dense(gelu, f"{p}.ffn2", ffn, hidden)
+        x = layer_norm(node("Add", [x, out], f"{p}.res2"), f"{p}.ln2")
+
+    cls = node("Gather", [x, "i0"], "cls", axis=1)
+    pooled = node("Tanh", [dense(cls, "pooler", hidden, hidden)], "pooled")
+    y = node("MatMul", [pooled, weight("classifier.kernel", (hidden, labels))], "cls.mm")
+    node("Add", [y, weight("classifier.bias", (labels,), "zeros")], "logits")
+
+    graph = helper.make_graph(
+        nodes, "bert_classifier",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
+         for n in ("input_ids", "attention_mask", "token_type_ids")],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", labels])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return n_params
+
+
+def build_repo(root: Path, layers: int, hidden: int, max_len: int) -> tuple[Path, dict]:
+    """REPO/sst2/1/ laid out as `tfllm export` writes it; model_config.json last."""
+    vdir = root / "sst2" / "1"
+    vdir.mkdir(parents=True)
+    vocab = build_tokenizer(vdir / "tokenizer.json", sst2_sentences("train"))
+    heads = 12 if hidden % 12 == 0 else max(1, hidden // 64)
+    params = build_bert_onnx(vdir / "model.onnx", vocab, layers=layers, hidden=hidden,
+                             heads=heads, ffn=4 * hidden, max_len=max_len)
+    (vdir / "labels.json").write_text(json.dumps(["negative", "positive"]), encoding="utf-8")
+    config = {"task": "classification", "inputs": ["input_ids", "attention_mask",
+                                                  "token_type_ids"],
+              "outputs": ["logits"], "max_len": max_len, "lowercase": True,
+              "text_pair": False, "artifacts": {"onnx": "model.onnx"}}
+    (vdir / "model_config.json").write_text(json.dumps(config), encoding="utf-8")
+    info = {"source": "built by bench/serve.py (random weights, no TensorFlow)",
+            "layers": layers, "hidden": hidden, "heads": heads, "ffn": 4 * hidden,
+            "vocab": vocab, "max_len": max_len, "parameters": params}
+    return vdir, info
+
+
+def latest_version(repo: Path, name: str) -> Path:
+    versions = [p for p in (repo / name).iterdir()
+                if p.is_dir() and p.name.isdigit() and (p / "model_config.json").exists()]
+    if not versions:
+        raise SystemExit(f"no version with model_config.json under {repo / name}")
+    return max(versions, key=lambda p: int(p.name))
+
+
+# ---- measuring ------------------------------------------------------------------------
+
+
+def percentiles(seconds: list[float]) -> dict:
+    if not seconds:
+        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None, "n": 0}
+    ms = np.asarray(seconds) * 1e3
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3),
+            "p99_ms": round(float(p99), 3), "mean_ms": round(float(ms.mean()), 3),
+            "n": len(seconds)}
+
+
+class InProcess:
+    """Plain onnxruntime + tokenizers, ORT's default session options (all cores)."""
+
+    def __init__(self, vdir: Path, intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        config = json.loads((vdir / "model_config.json").read_text(encoding="utf-8"))
+        if config.get("text_pair"):
+            raise SystemExit("this benchmark sends single sentences; the model takes pairs")
+        artifact = (config.get("artifacts") or {"onnx": "model.onnx"})["onnx"]
+        self.model_path = vdir / artifact
+        self.tok = Tokenizer.from_file(str(vdir / "tokenizer.json"))
+        pad = self.tok.token_to_id("[PAD]") or 0
+        self.tok.enable_padding(pad_id=pad, pad_token="[PAD]")
+        self.tok.enable_truncation(int(config.get("max_len", 512)))
+        options = ort.SessionOptions()
+        if intra_op_threads:
+            options.intra_op_num_threads = intra_op_threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.model_path), sess_options=options,
+                                            providers=["CPUExecutionProvider"])
+        types = {"tensor(int32)": np.int32}
+        self.inputs = {i.name: types.get(i.type, np.int64) for i in self.session.get_inputs()}
+        names = [o.name for o in self.session.get_outputs()]
+        self.output = "logits" if "logits" in names else names[0]
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        encs = self.tok.encode_batch(texts)
+        arrays = {"input_ids": [e.ids for e in encs], "attention_mask":
+                  [e.attention_mask for e in encs], "token_type_ids": [e.type_ids for e in encs]}
+        feed = {n: np.array(arrays[n], dtype=t) for n, t in self.inputs.items()}
+        (logits,) = self.session.run([self.output], feed)
+        z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return z / z.sum(axis=-1, keepdims=True)
+
+
+def bench_in_process(model: InProcess, texts: list[str], requests: int, seconds: float,
+                     batch_sizes: list[int]) -> dict:
+    for text in texts[:10]:
+        model([text])
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+    for i in range(requests):
+        t0 = time.perf_counter()
+        model([texts[i % len(texts)]])
+        lat.append(time.perf_counter() - t0)
+        if t0 > deadline:
+            break
+    result = {"b1_latency": percentiles(lat), "batched": []}
+    print(f"in-process B=1: {fmt_lat(result['b1_latency'])}", flush=True)
+    for b in batch_sizes:
+        batches = [[texts[(j * b + k) % len(texts)] for k in range(b)]
+                   for j in range(max(2, -(-requests // b)))]
+        for batch in batches[:2]:  # new shapes: first runs allocate
+            model(batch)
+        done, started = 0, time.perf_counter()
+        deadline = started + seconds
+        for batch in batches:
+            model(batch)
+            done += len(batch)
+            if time.perf_counter() > deadline:
+                break
+        wall = time.perf_counter() - started
+        row = {"batch_size": b, "sequences": done, "seconds": round(wall, 3),
+               "sequences_per_s": round(done / wall, 1)}
+        result["batched"].append(row)
+        print(f"in-process batch {b}: {row['sequences_per_s']:.1f} seq/s", flush=True)
+    best = max(result["batched"], key=lambda r: r["sequences_per_s"])
+    result["best_batched"] = {"batch_size": best["batch_size"],
+                              "sequences_per_s": best["sequences_per_s"]}
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc (0.0 where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class Server:
+    """`tfllm-serve` in a subprocess on a free 127.0.0.1 port, gRPC off, log to a file."""
+
+    def __init__(self, repo: Path, name: str, settings: dict, work: Path) -> None:
+        import yaml
+
+        cfg = yaml.safe_load((REPO / "configs" / "serve" / "default.yaml").read_text()) or {}
+        self.port = free_port()
+        cfg.update(host=HOST, port=self.port, grpc_port=0, model_repo=str(repo),
+                   models=[{"name": name}])
+        for section, values in settings.items():
+            cfg.setdefault(section, {}).update(values)
+        self.config = cfg
+        tag = "on" if cfg["batching"]["enabled"] else "off"
+        cfg_path = work / f"serve-batching-{tag}.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        self.log_path = work / f"serve-batching-{tag}.log"
+        exe = Path(sys.executable).with_name("tfllm-serve")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tfllm_serving.cli"]
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([*cmd, "--config", str(cfg_path)], stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        self.base = f"http://{HOST}:{self.port}"
+        self.predict_url = f"{self.base}/v1/models/{name}:predict"
+        self.status_url = f"{self.base}/v1/models/{name}"
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.base + "/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def batch_stats(self) -> tuple[float, float]:
+        """(sum, count) of the server's batch-size histogram from /metrics."""
+        import httpx
+
+        text = httpx.get(self.base + "/metrics", timeout=10.0).text
+        total = {"sum": 0.0, "count": 0.0}
+        for m in re.finditer(r"^tfllm_serving_batch_size_(sum|count)\{[^}]*\} (\S+)$", text,
+                             re.MULTILINE):
+            total[m[1]] += float(m[2])
+        return total["sum"], total["count"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def request_body(text: str) -> bytes:
+    return json.dumps({"instances": [text]}).encode("utf-8")
+
+
+def run_clients(server: Server, bodies: list[bytes], clients: int, requests: int,
+                seconds: float, get_url: str | None = None) -> dict:
+    """`clients` threads, one keep-alive `httpx.Client` each, share `requests` requests
+    (one sentence each) until done or `seconds` pass. Non-200 answers and transport
+    errors count as errors. With ``get_url`` each request is that GET instead (no model run:
+    the HTTP floor)."""
+    import httpx
+
+    def send(http: httpx.Client, i: int) -> httpx.Response:
+        if get_url is not None:
+            return http.get(get_url)
+        return http.post(server.predict_url, content=bodies[i % len(bodies)], headers=headers)
+
+    counter = itertools.count()
+    start = threading.Barrier(clients + 1)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = [math.inf]
+    headers = {"content-type": "application/json"}
+
+    def client(k: int) -> None:
+        local_lat: list[float] = []
+        local_err: list[str] = []
+        with httpx.Client(timeout=60.0) as http:
+            try:  # open the connection before the clock starts
+                send(http, k)
+            except httpx.HTTPError:
+                pass
+            start.wait()
+            while True:
+                i = next(counter)
+                if i >= requests or time.perf_counter() > deadline[0]:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    r = send(http, i)
+                    if r.status_code != 200:
+                        local_err.append(f"HTTP {r.status_code}: {r.text[:200]}")
+                        continue
+                except httpx.HTTPError as exc:
+                    local_err.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                local_lat.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(local_lat)
+            errors.extend(local_err)
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+    for t in threads:
+        t.start()
+    batches_before = server.batch_stats()
+    cpu_server, cpu_client = server.cpu(), time.process_time()
+    deadline[0] = time.perf_counter() + seconds
+    start.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    cpu_server, cpu_client = server.cpu() - cpu_server, time.process_time() - cpu_client
+    batches_after = server.batch_stats()
+    n_batches = batches_after[1] - batches_before[1]
+    ok = len(latencies)
+    answered = ok + len(errors)
+    return {
+        "clients": clients, "requests": answered, "ok": ok, "errors": len(errors),
+        "error_samples": sorted(set(errors))[:5], "seconds": round(wall, 3),
+        "requests_per_s": round(ok / wall, 1) if wall else None,
+        "latency": percentiles(latencies),
+        "mean_batch_size": round((batches_after[0] - batches_before[0]) / n_batches, 2)
+        if n_batches else None,
+        "server_cpu_ms_per_request": round(1e3 * cpu_server / answered, 3) if answered else None,
+        "client_cpu_ms_per_request": round(1e3 * cpu_client / answered, 3) if answered else None,
+    }
+
+
+def check_answers(server: Server, texts: list[str], model: InProcess) -> float:
+    """Largest |server probability - in-process probability| over a few sentences."""
+    import httpx
+
+    worst = 0.0
+    with httpx.Client(timeout=30.0) as http:
+        for text in texts:
+            r = http.post(server.predict_url, content=request_body(text),
+                          headers={"content-type": "application/json"})
+            r.raise_for_status()
+            got = np.asarray(r.json()["predictions"][0]["probabilities"])
+            worst = max(worst, float(np.abs(got - model([text])[0]).max()))
+    return worst
+
+
+def fmt_lat(lat: dict) -> str:
+    if not lat["n"]:
+        return "no answers"
+    return (f"p50 {lat['p50_ms']:.2f} ms, p95 {lat['p95_ms']:.2f} ms, "
+            f"p99 {lat['p99_ms']:.2f} ms (n={lat['n']})")
+
+
+def bench_server(server: Server, bodies: list[bytes], texts: list[str], model: InProcess,
+                 requests: int, seconds: float, clients: list[int], label: str,
+                 latency: bool) -> dict:
+    server.wait_ready()
+    result: dict = {"config": {k: server.config[k] for k in ("batching", "runtime",
+                                                            "access_log", "log_level")}}
+    result["max_abs_probability_diff_vs_in_process"] = check_answers(server, texts[:16], model)
+    # Warm the server's shapes and the connection path before timing.
+    run_clients(server, bodies, max(clients), min(4 * max(clients), requests), seconds)
+    if latency:
+        floor = run_clients(server, bodies, 1, requests, seconds, get_url=server.status_url)
+        result["http_floor"] = floor
+        print(f"server GET model status, 1 client: {fmt_lat(floor['latency'])}", flush=True)
+        lat = run_clients(server, bodies, 1, requests, seconds)
+        result["b1_latency"] = lat
+        print(f"server ({label}) B=1, 1 client: {fmt_lat(lat['latency'])}, "
+              f"errors {lat['errors']}", flush=True)
+    result["throughput"] = []
+    for c in clients:
+        row = run_clients(server, bodies, c, requests, seconds)
+        result["throughput"].append(row)
+        print(f"server ({label}) {c} clients: {row['requests_per_s']} req/s, "
+              f"p50 {row['latency']['p50_ms']} ms, errors {row['errors']}, "
+              f"mean batch {row['mean_batch_size']}", flush=True)
+    return result
+
+
+# ---- report ---------------------------------------------------------------------------
+
+
+def ms(lat: dict) -> list[str]:
+    return [f"{lat[k]:.2f}" if lat.get(k) is not None else "–"
+            for k in ("p50_ms", "p95_ms", "p99_ms")]
+
+
+def report(results: dict, quick: bool) -> tuple[str, str, dict]:
+    ip, on, off = results["in_process"], results["server_batching_on"], \
+        results["server_batching_off"]
+    rows = [["in-process ORT, B=1 (tokenize + run)", *ms(ip["b1_latency"]),
+             f"{1e3 / ip['b1_latency']['mean_ms']:.1f} seq/s", "–", "1"]]
+    for b in ip["batched"]:
+        rows.append([f"in-process ORT, batch {b['batch_size']}", "–", "–", "–",
+                     f"{b['sequences_per_s']:.1f} seq/s", "–", str(b["batch_size"])])
+    floor = on["http_floor"]
+    rows.append(["server REST, GET model status, 1 client (HTTP floor, no model)",
+                 *ms(floor["latency"]), f"{floor['requests_per_s']} req/s",
+                 str(floor["errors"]), "–"])
+    lat = on["b1_latency"]
+    rows.append(["server REST, B=1, 1 client (latency)", *ms(lat["latency"]),
+                 f"{lat['requests_per_s']} req/s", str(lat["errors"]),
+                 str(lat["mean_batch_size"])])
+    for label, part in (("batching on", on), ("batching off", off)):
+        for row in part["throughput"]:
+            rows.append([f"server REST, {label}, {row['clients']} clients", *ms(row["latency"]),
+                         f"{row['requests_per_s']} req/s", str(row["errors"]),
+                         str(row["mean_batch_size"])])
+    table = markdown_table(["measurement", "p50 ms", "p95 ms", "p99 ms", "throughput",
+                            "errors", "mean batch"], rows)
+
+    def at(part: dict, clients: int) -> float:
+        return next(r["requests_per_s"] for r in part["throughput"] if r["clients"] == clients)
+
+    top = max(r["clients"] for r in on["throughput"])
+    gap = lat["latency"]["p50_ms"] - ip["b1_latency"]["p50_ms"]
+    vs_best = at(on, top) / ip["best_batched"]["sequences_per_s"]
+    vs_off = at(on, top) / at(off, top)
+    ratios = {
+        "server_p50_minus_in_process_p50_ms": round(gap, 3),
+        f"server_{top}_clients_over_in_process_best_batched": round(vs_best, 3),
+        f"batching_on_over_off_{top}_clients": round(vs_off, 3),
+        "met": {"p50_gap": gap <= TARGETS["p50_gap_ms"],
+                "vs_in_process_best_batched": vs_best >= TARGETS["vs_in_process_best_batched"],
+                "vs_batching_off": vs_off >= TARGETS["vs_batching_off"]},
+    }
+    yes = {True: "yes", False: "**no**"}
+    met = ratios["met"]
+    table += "\n\n" + markdown_table(["ratio", "measured", "target", "met"], [
+        ["server p50 − in-process p50 at B=1", f"{gap:+.2f} ms",
+         f"≤ {TARGETS['p50_gap_ms']} ms", yes[met["p50_gap"]]],
+        [f"server {top} clients ÷ in-process best batched (batch "
+         f"{ip['best_batched']['batch_size']})", f"{vs_best:.2f}×",
+         f"≥ {TARGETS['vs_in_process_best_batched']}×", yes[met["vs_in_process_best_batched"]]],
+        [f"batching on ÷ batching off, {top} clients", f"{vs_off:.2f}×",
+         f"≥ {TARGETS['vs_batching_off']}×", yes[met["vs_batching_off"]]],
+    ])
+
+    m, cfg = results["model"], on["config"]
+    b, rt = cfg["batching"], cfg["runtime"]
+    model = (f"{m['layers']}-layer BERT encoder, hidden {m['hidden']}, {m['heads']} heads, FFN "
+             f"{m['ffn']}, vocab {m['vocab']:,} (WordPiece trained on SST-2 train), "
+             f"{m['parameters'] / 1e6:.1f} M parameters, random weights, built with "
+             "`onnx.helper` by the benchmark") if "layers" in m else f"`{m['path']}`"
+    c_on = on["throughput"][-1]
+    b1 = next((r for r in ip["batched"] if r["batch_size"] == 1), None)
+    gain = ip["best_batched"]["sequences_per_s"] / b1["sequences_per_s"] if b1 else None
+    ceiling = (f"In-process, the best batch runs {gain:.2f}× as many sequences/s as batch 1: "
+               "that bounds what batching on ÷ off can reach on this CPU. ") if gain else ""
+    notes = (
+        f"{'**Quick run (tiny counts, not a measurement).** ' if quick else ''}"
+        f"Artifact: {model}; max_len {m['max_len']}. Requests: SST-2 dev sentences, one "
+        "per REST `:predict` request (`{\"instances\": [text]}`, row format, text tokenized "
+        "by the server), cycled; the in-process side tokenizes with the same tokenizer.json "
+        "(padding to the batch's longest, truncation to max_len), runs onnxruntime "
+        "(default session options: intra-op threads = cores, idle threads spinning) and "
+        "applies softmax. "
+        f"Each phase: at most {results['requests']:,} requests (sequences for the batched "
+        f"in-process rows) or {results['seconds']:.0f} s. Clients: Python threads with one "
+        "keep-alive `httpx.Client` each, on the same machine as the server (they share the "
+        f"{results['cores']} cores; at {top} clients the client side used "
+        f"{c_on['client_cpu_ms_per_request']} ms CPU per request, the server "
+        f"{c_on['server_cpu_ms_per_request']} ms). {ceiling}"
+        "The HTTP floor row is `GET /v1/models/NAME` (routing, JSON, access log; no "
+        "tokenizer or model): most of the B=1 gap that is not model time. "
+        f"Server: `configs/serve/default.yaml` with gRPC off and batching "
+        f"max_batch_size {b['max_batch_size']}, batch_timeout_micros "
+        f"{b['batch_timeout_micros']}, num_batch_threads {b['num_batch_threads']}, "
+        f"max_enqueued_batches {b['max_enqueued_batches']}, runtime.intra_op_threads "
+        f"{rt['intra_op_threads']} (0 = cores ÷ batch threads), runtime.intra_op_spinning "
+        f"{str(rt.get('intra_op_spinning')).lower()}, access_log "
+        f"{str(cfg['access_log']).lower()} (to a file); the batching-off server is the same "
+        "with `batching.enabled: false`. Server answers equal in-process ones (max |Δ "
+        f"probability| {on['max_abs_probability_diff_vs_in_process']:.1e}). *Mean batch* is "
+        "rows per model run from the server's `/metrics`. Targets (issue 7): server p50 ≤ "
+        "in-process p50 + 1.5 ms; 32-client throughput ≥ 0.8× in-process best batched and "
+        "≥ 3× batching off."
+    )
+    return table, notes, ratios
+
+
+# ---- main -----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-repo", type=Path, help="TF-Serving-layout repository (REPO/NAME/V)")
+    p.add_argument("--model", default="sst2", help="model name in --model-repo (default sst2)")
+    p.add_argument("--layers", type=int, default=4, help="built model: encoder blocks (4)")
+    p.add_argument("--hidden", type=int, default=384, help="built model: hidden size (384)")
+    p.add_argument("--max-len", type=int, default=128, help="built model: max_len (128)")
+    p.add_argument("--requests", type=int, default=2000,
+                   help="requests per phase and concurrency level (default 2000)")
+    p.add_argument("--seconds", type=float, default=60.0,
+                   help="time cap per phase and concurrency level (default 60)")
+    p.add_argument("--clients", default="1,8,32", help="concurrency levels (default 1,8,32)")
+    p.add_argument("--batch-sizes", default="1,8,32,64",
+                   help="in-process batch sizes (default 1,8,32,64)")
+    p.add_argument("--num-batch-threads", type=int, default=1,
+                   help="server batching.num_batch_threads (default 1)")
+    p.add_argument("--intra-op-threads", type=int, default=0,
+                   help="server runtime.intra_op_threads (default 0 = cores / batch threads)")
+    p.add_argument("--intra-op-spinning", action="store_true",
+                   help="server runtime.intra_op_spinning: let idle ORT threads busy-wait")
+    p.add_argument("--batch-timeout-micros", type=int, default=0,
+                   help="server batching.batch_timeout_micros (default 0)")
+    p.add_argument("--max-batch-size", type=int, default=32,
+                   help="server batching.max_batch_size (default 32)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny run (2-layer model, 40 requests, 3 s caps); prints, writes nothing")
+    p.add_argument("--write", action="store_true", help="write results even with --quick")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.requests, args.seconds = min(args.requests, 40), min(args.seconds, 3.0)
+        args.layers = min(args.layers, 2)
+    clients = sorted({int(c) for c in args.clients.split(",")})
+    batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
+    texts = sst2_sentences("dev")
+    bodies = [request_body(t) for t in texts]
+
+    work = Path(tempfile.mkdtemp(prefix="tfllm-bench-serve-"))
+    servers: list[Server] = []
+    try:
+        if args.model_repo:
+            repo, name = args.model_repo.resolve(), args.model
+            vdir = latest_version(repo, name)
+            cfg = json.loads((vdir / "model_config.json").read_text(encoding="utf-8"))
+            model_info = {"source": "--model-repo", "path": str(vdir),
+                          "max_len": cfg.get("max_len")}
+        else:
+            t0 = time.perf_counter()
+            repo, name = work / "repo", "sst2"
+            vdir, model_info = build_repo(repo, args.layers, args.hidden, args.max_len)
+            print(f"built {model_info['layers']}-layer hidden-{model_info['hidden']} model "
+                  f"({model_info['parameters'] / 1e6:.1f} M params, vocab "
+                  f"{model_info['vocab']}) in {time.perf_counter() - t0:.1f} s", flush=True)
+
+        model = InProcess(vdir)
+        results: dict = {"model": model_info, "requests": args.requests,
+                         "seconds": args.seconds, "cores": os.cpu_count(),
+                         "quick": args.quick, "texts": "SST-2 dev"}
+        results["in_process"] = bench_in_process(model, texts, args.requests, args.seconds,
+                                                 batch_sizes)
+        settings = {"batching": {"max_batch_size": args.max_batch_size,
+                                 "batch_timeout_micros": args.batch_timeout_micros,
+                                 "num_batch_threads": args.num_batch_threads},
+                    "runtime": {"intra_op_threads": args.intra_op_threads,
+                                "intra_op_spinning": args.intra_op_spinning}}
+        for enabled, key in ((True, "server_batching_on"), (False, "server_batching_off")):
+            phase = {s: dict(v) for s, v in settings.items()}
+            phase["batching"]["enabled"] = enabled
+            server = Server(repo, name, phase, work)
+            servers.append(server)
+            label = "batching on" if enabled else "batching off"
+            results[key] = bench_server(server, bodies, texts, model, args.requests,
+                                        args.seconds, clients if enabled else [max(clients)],
+                                        label, latency=enabled)
+            server.stop()
+        table, notes, ratios = report(results, args.quick)
+        results["ratios"] = ratios
+        results["targets"] = TARGETS
+        print()
+        print(table)
+        print()
+        print(notes)
+        if not args.quick or args.write:
+            write_results("serve", TITLE, results, table, notes)
+            print("\nwrote bench/results/serve.json and docs/results.md")
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
