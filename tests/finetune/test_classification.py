@@ -105,7 +105,7 @@ def _numpy_bert(weights: dict, ids: np.ndarray, mask: np.ndarray, layers: int, h
         q, k, v = (dense(x, f"{p}.attention.self.{n}") for n in ("query", "key", "value"))
         d = x.shape[-1] // heads
 
-        def split(t):
+        def split(t, d=d):
             return t.reshape(t.shape[0], seq, heads, d).transpose(0, 2, 1, 3)
 
         scores = split(q) @ split(k).transpose(0, 1, 3, 2) / np.sqrt(d)

@@ -4,8 +4,8 @@ Example:
 
 >>> from tfllm.data.filters import FilterOptions, rejection_reason
 >>> opts = FilterOptions(min_chars=5)
->>> rejection_reason("hi", opts), rejection_reason("$$$ %%% ### !!!", opts), rejection_reason("fine text", opts)
-('too_short', 'symbols', None)
+>>> [rejection_reason(t, opts) for t in ("hi", "$$$ %%% ### !!!", "fine text")]
+['too_short', 'symbols', None]
 """
 
 from __future__ import annotations

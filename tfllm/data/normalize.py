@@ -25,7 +25,7 @@ _HTML_ELEMENTS = (
     "select small source span strike strong style sub summary sup table tbody td template "
     "textarea tfoot th thead time title tr track tt u ul var video wbr center big"
 ).split()
-_TAG = re.compile(r"</?(?:%s)\b[^<>]*/?>" % "|".join(_HTML_ELEMENTS), re.IGNORECASE)
+_TAG = re.compile(r"</?(?:" + "|".join(_HTML_ELEMENTS) + r")\b[^<>]*/?>", re.IGNORECASE)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _SCRIPT = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _BLOCK_TAG = re.compile(r"<(?:br|p|div|li|tr|h[1-6])\b[^<>]*/?>", re.IGNORECASE)

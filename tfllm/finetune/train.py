@@ -8,9 +8,7 @@ write the RUN_DIR (metrics.json last: its presence marks a finished run).
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +17,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfllm.atomic import atomic_write_text
-from tfllm.config import save_config
 from tfllm.data.tasks import (
     Example,
     check_known_labels,
@@ -33,6 +29,7 @@ from tfllm.errors import InputError
 from tfllm.finetune.metrics import classification_metrics, save_plots
 from tfllm.models.backbone import SIZES, BackboneConfig, build_backbone
 from tfllm.models.checkpoints import load_checkpoint
+from tfllm.models.run_dir import save_run_dir
 from tfllm.tokenization.wordpiece import encode_batch, load_tokenizer
 from tfllm.training.optimizer import OptimizerConfig, build_optimizer
 
@@ -217,23 +214,8 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
         test_pred = predict_logits(model, tokenizer, test, cfg.task.max_len).argmax(-1)
         metrics["test"] = classification_metrics(y_test, test_pred, names, quiet=True)
     save_plots(out, history.history, metrics["confusion_matrix"], names)
-    _save_run(out, model, checkpoint, names, cfg, metrics)
+    save_run_dir(out, model, model.backbone, checkpoint.tokenizer_dir, cfg, metrics, names)
     if not quiet:
         print(f"finetune -> {out}: accuracy {metrics['accuracy']:.4f}, "
               f"macro_f1 {metrics['macro_f1']:.4f}")
     return metrics
-
-
-def _save_run(out: Path, model, checkpoint, names: list[str], cfg: FinetuneConfig,
-              metrics: dict) -> None:
-    tmp_model = out / ".model.tmp.keras"
-    model.save(tmp_model)
-    tmp_model.replace(out / "model.keras")
-    backbone_tmp = out / ".backbone.tmp"
-    shutil.rmtree(backbone_tmp, ignore_errors=True)
-    model.backbone.save_to_preset(str(backbone_tmp))
-    shutil.rmtree(out / "backbone", ignore_errors=True)
-    backbone_tmp.rename(out / "backbone")
-    (out / "labels.json").write_text(json.dumps(names) + "\n")
-    save_config(cfg, out / "config.yaml")
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +23,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.atomic import atomic_write_text
-from tfllm.config import config_to_dict, save_config
+from tfllm.config import config_to_dict
 from tfllm.data.masking import dynamic_masking
 from tfllm.data.tfrecords import load_pretraining_dataset, shard_files
 from tfllm.errors import InputError
 from tfllm.models.backbone import BackboneConfig, build_backbone
 from tfllm.models.pretraining import BertPretrainer, pretraining_losses
+from tfllm.models.run_dir import save_run_dir
 from tfllm.tokenization.wordpiece import read_vocab
 from tfllm.training.optimizer import OptimizerConfig, build_optimizer
 from tfllm.training.strategy import resolve_jit, resolve_precision, resolve_strategy
@@ -321,7 +321,7 @@ def pretrain(
                         tf.summary.scalar(f"eval_{key}", metrics[key])
     if writer is not None:
         writer.flush()
-    _save_run(out, model, backbone, data, cfg, metrics)
+    save_run_dir(out, model, backbone, data.path / "tokenizer", cfg, metrics)
     if not quiet:
         print("pretrain ->", out)
         for key, value in metrics.items():
@@ -384,31 +384,3 @@ def unigram_accuracy(train: DataInfo, held_out: DataInfo, cfg: PretrainConfig) -
     most_common = np.bincount(train_labels).argmax()
     held = labels(held_out, cfg.train.eval_batches)
     return float((held == most_common).mean()) if held.size else 0.0
-
-
-def _save_run(out: Path, model: keras.Model, backbone: keras.Model, data: DataInfo,
-              cfg: PretrainConfig, metrics: dict) -> None:
-    """The RUN_DIR files; metrics.json last, since its presence marks a finished run."""
-    import keras_hub
-
-    tmp_model = out / ".model.keras.tmp.keras"
-    model.save(tmp_model)
-    tmp_model.replace(out / "model.keras")
-    backbone_tmp = out / ".backbone.tmp"
-    shutil.rmtree(backbone_tmp, ignore_errors=True)
-    backbone.save_to_preset(str(backbone_tmp))
-    lowercase = _tokenizer_lowercase(data.path / "tokenizer")
-    keras_hub.models.BertTokenizer(vocabulary=str(data.path / "tokenizer" / "vocab.txt"),
-                                   lowercase=lowercase).save_to_preset(str(backbone_tmp))
-    shutil.rmtree(out / "backbone", ignore_errors=True)
-    backbone_tmp.rename(out / "backbone")
-    shutil.rmtree(out / "tokenizer", ignore_errors=True)
-    shutil.copytree(data.path / "tokenizer", out / "tokenizer")
-    save_config(cfg, out / "config.yaml")
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-
-
-def _tokenizer_lowercase(directory: Path) -> bool:
-    from tfllm.tokenization.wordpiece import is_lowercase, load_tokenizer
-
-    return is_lowercase(load_tokenizer(directory))
