@@ -59,6 +59,59 @@ def train_flops_per_sample(layers: int, hidden: int, ffn: int, seq: int, predict
     return 3 * (layers * per_layer + head)
 
 
+def step_breakdown(cfg: PretrainConfig, info, precision: str, repeats: int = 15) -> dict:
+    """Where a step's time goes: forward (with and without dropout), forward+backward,
+    full step with the optimizer, on one fixed batch (milliseconds)."""
+    import numpy as np
+
+    from tfllm.models.backbone import build_backbone
+    from tfllm.models.pretraining import BertPretrainer, pretraining_losses
+    from tfllm.training.optimizer import build_optimizer
+
+    batch_size, seq, preds = cfg.train.batch_size, info.seq_len, info.max_predictions
+    rng = np.random.default_rng(0)
+    batch = {
+        "input_ids": tf.constant(rng.integers(5, info.vocab_size, (batch_size, seq)), tf.int32),
+        "input_mask": tf.ones((batch_size, seq), tf.int32),
+        "segment_ids": tf.zeros((batch_size, seq), tf.int32),
+        "masked_lm_positions": tf.constant(np.sort(rng.integers(1, seq, (batch_size, preds)), 1),
+                                           tf.int32),
+        "masked_lm_ids": tf.constant(rng.integers(5, info.vocab_size, (batch_size, preds)),
+                                     tf.int32),
+        "masked_lm_weights": tf.ones((batch_size, preds)),
+    }
+    model = BertPretrainer(build_backbone(cfg.model, info.vocab_size, dtype=precision), nsp=False)
+    optimizer = build_optimizer(cfg.optimizer, 1000)
+    model(batch)
+    optimizer.build(model.trainable_variables)
+
+    def loss(b, training):
+        return tf.reduce_mean(pretraining_losses(model(b, training=training), b)[0])
+
+    @tf.function
+    def grads(b):
+        with tf.GradientTape() as tape:
+            value = loss(b, True)
+        return tape.gradient(value, model.trainable_variables)
+
+    @tf.function
+    def step(b):
+        optimizer.apply_gradients(zip(grads(b), model.trainable_variables, strict=True))
+        return tf.constant(0)
+
+    timings = {}
+    for name, fn in [("forward_no_dropout", tf.function(lambda b: loss(b, False))),
+                     ("forward", tf.function(lambda b: loss(b, True))),
+                     ("forward_backward", grads), ("step", step)]:
+        fn(batch)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            out = fn(batch)
+        tf.nest.map_structure(lambda t: tf.convert_to_tensor(t).numpy(), out)
+        timings[name] = round((time.perf_counter() - started) / repeats * 1000, 1)
+    return timings
+
+
 def baseline_keras_hub_fit(data_dir: Path, cfg: PretrainConfig, steps: int, warmup: int) -> float:
     """What a Keras user writes: BertMaskedLM + compile + fit on the same tensors."""
     info = read_data_info(data_dir)
@@ -116,45 +169,53 @@ def main() -> None:
     peak32 = matmul_peak(tf.float32)
     peak16 = matmul_peak(tf.bfloat16)
 
+    breakdown = {p: step_breakdown(base, info, p) for p in ("float32", "mixed_bfloat16")}
+    print(breakdown, flush=True)
     runs = [("keras-hub BertMaskedLM.fit (baseline, MLM only)", None)]
     runs += [(f"tfllm pretrain, MLM only, {label}", overrides) for label, overrides in [
         ("fp32", ["model.nsp=false", "train.jit_compile=false"]),
-        ("fp32 + XLA", ["model.nsp=false", "train.jit_compile=true"]),
         ("fp32 + XLA, 10 steps/call", ["model.nsp=false", "train.jit_compile=true",
                                         "train.steps_per_execution=10"]),
-        ("mixed_bfloat16 + XLA, 10 steps/call", ["model.nsp=false", "train.jit_compile=true",
-                                                  "train.steps_per_execution=10",
-                                                  "train.precision=mixed_bfloat16"]),
+        ("mixed_bfloat16", ["model.nsp=false", "train.precision=mixed_bfloat16"]),
     ]]
-    runs.append(("tfllm pretrain, MLM + NSP, fp32 + XLA, 10 steps/call",
-                 ["train.jit_compile=true", "train.steps_per_execution=10"]))
+    runs.append(("tfllm pretrain, MLM + NSP, fp32", []))
+    runs.append(("tfllm pretrain, MLM + NSP, mixed_bfloat16", ["train.precision=mixed_bfloat16"]))
     results, rows = [], []
     baseline = None
     for label, overrides in runs:
         if overrides is None:
             rate = baseline_keras_hub_fit(work / "data", base, args.steps, warmup=10)
+            final_loss = None
         else:
             cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / f"{args.size}.yaml",
                               [f"train.batch_size={args.batch}", f"train.steps={args.steps}",
                                "train.log_every=10", f"train.checkpoint_every={args.steps}",
                                "train.eval_batches=0", *overrides])
             out = work / f"run{len(results)}"
-            rate = pretrain(cfg, work / "data", out, quiet=True)["samples_per_second"]
+            metrics = pretrain(cfg, work / "data", out, quiet=True)
+            rate, final_loss = metrics["samples_per_second"], metrics["loss"]
             shutil.rmtree(out, ignore_errors=True)
         baseline = baseline or rate
         result = {"config": label, "samples_per_second": rate,
                   "tokens_per_second": rate * info.seq_len,
                   "step_ms": 1000 * args.batch / rate,
                   "gflops": rate * flops / 1e9, "mfu_fp32_peak": rate * flops / 1e9 / peak32,
-                  "vs_baseline": rate / baseline}
+                  "vs_baseline": rate / baseline, "final_loss": final_loss}
         results.append(result)
         rows.append([label, f"{rate:.1f}", f"{rate * info.seq_len:,.0f}",
                      f"{result['step_ms']:.0f}", f"{result['gflops']:.0f}",
-                     f"{result['mfu_fp32_peak']:.2f}", f"{result['vs_baseline']:.2f}x"])
+                     f"{result['mfu_fp32_peak']:.2f}", f"{result['vs_baseline']:.2f}x",
+                     "" if final_loss is None else f"{final_loss:.3f}"])
         print(rows[-1], flush=True)
     shutil.rmtree(work, ignore_errors=True)
     table = markdown_table(["config", "samples/s", "tokens/s", "step ms", "GFLOP/s",
-                            "MFU (fp32 peak)", "vs baseline"], rows)
+                            "MFU (fp32 peak)", "vs baseline", "loss, last 10 steps"], rows)
+    ideal_ms = flops * args.batch / (peak32 * 1e9) * 1000
+    table += "\n\nWhere a step's time goes (ms, one fixed batch, no NSP):\n\n" + markdown_table(
+        ["precision", "forward, no dropout", "forward", "forward + backward", "full step",
+         "matmul FLOPs at fp32 peak"],
+        [[p, b["forward_no_dropout"], b["forward"], b["forward_backward"], b["step"],
+          f"{ideal_ms:.0f}"] for p, b in breakdown.items()])
     notes = (
         f"Model `{args.size}` (L{base.model.num_layers}/H{base.model.hidden_dim}), L={info.seq_len}, "
         f"global batch {args.batch}, {info.max_predictions} masked positions, vocab {info.vocab_size}, "
@@ -166,7 +227,8 @@ def main() -> None:
     write_results("train", f"Pretraining throughput ({args.size}, L={info.seq_len}, CPU)",
                   {"size": args.size, "seq_len": info.seq_len, "batch": args.batch,
                    "peak_gflops_fp32": peak32, "peak_gflops_bf16": peak16,
-                   "flops_per_sample": flops, "results": results}, table, notes)
+                   "flops_per_sample": flops, "results": results, "breakdown_ms": breakdown},
+                  table, notes)
     print(table)
 
 

@@ -94,6 +94,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tfllm_export.stage import export_run
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    report = export_run(args.model, args.out, formats, args.eval_data, args.version)
+    return 0 if report["passed"] else 1
+
+
 def cmd_serve(argv: list[str]) -> int:
     from tfllm_serving.cli import main as serve_main
 
@@ -146,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-pair-column", help="name or index (sentence-pair tasks)")
     p.add_argument("--label-column", help="name or index")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("export", help="SavedModel / ONNX / TFLite artifacts with a parity gate")
+    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a fine-tuned RUN_DIR")
+    p.add_argument("--out", required=True, metavar="REPO/NAME/VERSION",
+                   help="TF Serving layout; with --version auto, REPO/NAME")
+    p.add_argument("--formats", default="savedmodel,onnx,onnx-int8,tflite,tflite-dynamic",
+                   help="comma-separated (default: %(default)s)")
+    p.add_argument("--eval-data", metavar="FILE", help="gate data (default: the run's eval file)")
+    p.add_argument("--version", help="an integer, or auto for the next free one")
+    p.set_defaults(func=cmd_export)
 
     # Listed for --help only: main() hands `serve ...` to tfllm-serve's own parser unchanged.
     sub.add_parser("serve", help="TF Serving REST + gRPC API on onnxruntime (= tfllm-serve)")

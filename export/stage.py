@@ -1,0 +1,182 @@
+"""`tfllm export`: a fine-tuned RUN_DIR -> a TF Serving model version with gated artifacts.
+
+Read top to bottom: check the RUN_DIR, formats, output version and eval data (all before
+any work) -> reference logits from the Keras model -> per format: write, run with its own
+runtime, gate -> beside the artifacts the tokenizer, labels and reports; `model_config.json`
+last (the server counts a version as complete once it exists), and the version folder
+appears by a rename of a finished temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tfllm_export import artifacts
+from tfllm_export.gate import (
+    GateThresholds,
+    batches,
+    compare,
+    latency_ms,
+    onnx_runner,
+    savedmodel_runner,
+    tflite_runner,
+)
+from tqdm import tqdm
+
+from tfllm.errors import InputError
+
+RUN_DIR_FILES = ("model.keras", "labels.json", "config.yaml", "tokenizer/tokenizer.json",
+                 "tokenizer/vocab.txt")
+
+
+def resolve_version_dir(out: str | Path, version: str | None) -> Path:
+    """`REPO/NAME/VERSION`, or the next integer with `version="auto"`; never an existing one."""
+    out = Path(out)
+    if version == "auto":
+        taken = [int(p.name) for p in out.iterdir() if p.name.isdigit()] if out.is_dir() else []
+        return out / str(max(taken, default=0) + 1)
+    if version is not None:
+        out = out / version
+    if not out.name.isdigit():
+        raise InputError(f"--out {out}: the last folder must be an integer version "
+                         "(REPO/NAME/VERSION), or pass --version auto")
+    if out.exists():
+        raise InputError(f"{out} already exists: a version is never overwritten "
+                         "(use --version auto for the next number)")
+    return out
+
+
+def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
+               eval_data: str | None = None, version: str | None = None,
+               thresholds: GateThresholds | None = None, max_eval: int = 1000,
+               quiet: bool = False) -> dict:
+    import keras
+
+    from tfllm.config import load_config
+    from tfllm.data.tasks import check_known_labels, read_examples
+    from tfllm.finetune.train import FinetuneConfig
+    from tfllm.tokenization.wordpiece import encode_batch, is_lowercase, load_tokenizer, read_vocab
+
+    run_dir = Path(run_dir)
+    missing = [name for name in RUN_DIR_FILES if not (run_dir / name).exists()]
+    if missing:
+        raise InputError(f"--model {run_dir} is not a fine-tuned RUN_DIR: missing "
+                         f"{', '.join(missing)}")
+    unknown = [f for f in formats if f not in artifacts.FORMATS]
+    if unknown or not formats:
+        raise InputError(f"unknown format {', '.join(unknown) or '(none)'} "
+                         f"(choose from {', '.join(artifacts.FORMATS)})")
+    target = resolve_version_dir(out, version)
+    thresholds = thresholds or GateThresholds()
+    cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
+    names = json.loads((run_dir / "labels.json").read_text())
+    task = cfg.task
+    source = eval_data or task.eval
+    if not source:
+        raise InputError("no eval data: pass --eval-data FILE (the gate runs on real task data)")
+    examples = read_examples(source, text_column=task.text_column, label_column=task.label_column,
+                             text_pair_column=task.text_pair_column, fmt=task.format)[:max_eval]
+    check_known_labels(examples, names, "eval")
+
+    model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    vocab = read_vocab(run_dir / "tokenizer" / "vocab.txt")
+    lowercase = is_lowercase(tokenizer)
+    texts = [e.text for e in examples]
+    pairs = [e.text_pair or "" for e in examples] if task.text_pair_column else None
+    labels = np.array([names.index(e.label) for e in examples])
+
+    def features(sl: slice, pad_to_max: bool = False) -> dict:
+        return encode_batch(tokenizer, texts[sl], pairs[sl] if pairs else None,
+                            max_len=task.max_len, pad_to_max_len=pad_to_max)
+
+    def keras_logits(batch: dict) -> np.ndarray:
+        return np.asarray(model({"token_ids": batch["input_ids"],
+                                 "padding_mask": batch["attention_mask"],
+                                 "segment_ids": batch["token_type_ids"]}, training=False))
+
+    chunks = list(batches(len(texts), 32))
+    reference = np.concatenate([keras_logits(features(sl)) for sl in chunks])
+    reference_metric = float((reference.argmax(-1) == labels).mean())
+    b1, b32 = features(slice(0, 1), True), features(slice(0, 32), True)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    report = {"reference": {"format": "keras", "metric": "accuracy", "value": reference_metric,
+                            "eval_data": str(source), "examples": len(texts)},
+              "thresholds": asdict(thresholds), "artifacts": []}
+    try:
+        for fmt in tqdm(formats, desc="export", unit="artifact", disable=quiet):
+            entry = _export_one(fmt, model, tmp, vocab, task.max_len, lowercase, pairs is not None)
+            if fmt == "savedmodel":
+                run = savedmodel_runner(tmp)
+                logits = np.concatenate([run(texts[sl], pairs[sl] if pairs else None)
+                                         for sl in chunks])
+                lat = latency_ms(run, ([texts[0]], [pairs[0]] if pairs else None),
+                                 (texts[:32], pairs[:32] if pairs else None))
+            else:
+                run = (onnx_runner if fmt.startswith("onnx") else tflite_runner)(tmp / entry["path"])
+                logits = np.concatenate([run(features(sl)) for sl in chunks])
+                lat = latency_ms(run, (b1,), (b32,))
+            entry.update(compare(fmt, logits, reference, labels, thresholds))
+            entry["latency_ms"] = lat
+            if not entry["passed"]:
+                _remove_artifact(tmp, fmt)
+            report["artifacts"].append(entry)
+            if not quiet:
+                state = "passed" if entry["passed"] else f"FAILED {entry['failed_checks']}"
+                tqdm.write(f"{fmt:16s} {entry['size_bytes'] / 1e6:8.1f} MB  max|dlogit| "
+                           f"{entry['max_abs_logit_diff']:.2e}  agreement "
+                           f"{entry['label_agreement']:.4f}  accuracy {entry['metric_value']:.4f}"
+                           f"  b1 {lat['b1']} ms  {state}")
+        report["passed"] = all(a["passed"] for a in report["artifacts"])
+        for name in ("tokenizer.json", "vocab.txt"):
+            shutil.copy(run_dir / "tokenizer" / name, tmp / name)
+        (tmp / "labels.json").write_text(json.dumps(names) + "\n")
+        (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        passing = {a["format"]: a["path"] for a in report["artifacts"] if a["passed"]}
+        (tmp / "model_config.json").write_text(json.dumps({
+            "task": "classification", "inputs": list(artifacts.ONNX_INPUTS),
+            "outputs": ["logits"], "max_len": task.max_len, "lowercase": lowercase,
+            "text_pair": pairs is not None, "artifacts": passing}, indent=2) + "\n")
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not quiet:
+        print(f"export -> {target}: {'passed' if report['passed'] else 'FAILED'}")
+    return report
+
+
+def _export_one(fmt: str, model, tmp: Path, vocab, max_len: int, lowercase: bool,
+                pairs: bool) -> dict:
+    path = tmp / artifacts.FILE_NAMES[fmt]
+    if fmt == "onnx":
+        artifacts.export_onnx(model, path)
+    elif fmt == "onnx-int8":
+        fp32 = tmp / artifacts.FILE_NAMES["onnx"]
+        if not fp32.exists():  # quantize from an fp32 export kept only for this step
+            artifacts.export_onnx(model, tmp / ".fp32.onnx")
+            fp32 = tmp / ".fp32.onnx"
+        artifacts.quantize_onnx_int8(fp32, path)
+        (tmp / ".fp32.onnx").unlink(missing_ok=True)
+    elif fmt in ("tflite", "tflite-dynamic"):
+        artifacts.export_tflite(model, path, dynamic=fmt == "tflite-dynamic")
+    elif fmt == "savedmodel":
+        artifacts.export_savedmodel(model, tmp, vocab, max_len, lowercase, pairs)
+    size = (sum(p.stat().st_size for p in (tmp / "variables").glob("*")) + path.stat().st_size
+            if fmt == "savedmodel" else path.stat().st_size)
+    return {"format": fmt, "path": path.name, "size_bytes": size}
+
+
+def _remove_artifact(tmp: Path, fmt: str) -> None:
+    """A failed artifact never stays in the repo looking good."""
+    (tmp / artifacts.FILE_NAMES[fmt]).unlink(missing_ok=True)
+    if fmt == "savedmodel":
+        shutil.rmtree(tmp / "variables", ignore_errors=True)
+        shutil.rmtree(tmp / "assets", ignore_errors=True)

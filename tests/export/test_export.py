@@ -1,0 +1,135 @@
+"""`tfllm export` on a tiny SST-2 classifier: every format gated, failures loud, versions kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tfllm_export import artifacts
+
+from tfllm.cli import main
+
+FORMATS = "savedmodel,onnx,onnx-int8,tflite,tflite-dynamic"
+TINY_FT = ["--set", "model.size=tiny", "--set", "train.batch_size=16", "--set", "train.epochs=1",
+           "--set", "task.max_len=48", "--set", "train.learning_rate=1e-3"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    train = (data_dir / "sst2" / "train.tsv").read_text().splitlines()
+    dev = (data_dir / "sst2" / "dev.tsv").read_text().splitlines()
+    (root / "train.tsv").write_text("\n".join(train[:601]) + "\n")
+    (root / "dev.tsv").write_text("\n".join(dev[:1] + dev[1:121] + dev[-120:]) + "\n")
+    assert main(["vocab", "--corpus", str(data_dir / "sst2" / "train.tsv"), "--vocab-size",
+                 "3000", "--out", str(root / "vocab")]) == 0
+    assert main(["finetune", "--config", "configs/finetune/sst2.yaml", "--init", "none",
+                 "--out", str(root / "run"), "--train", str(root / "train.tsv"), "--eval",
+                 str(root / "dev.tsv"), "--set", f"model.tokenizer={root / 'vocab'}",
+                 *TINY_FT]) == 0
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, run_dir) -> Path:
+    version = tmp_path_factory.mktemp("repo") / "sst2" / "1"
+    assert main(["export", "--model", str(run_dir), "--out", str(version), "--formats",
+                 FORMATS]) == 0
+    return version
+
+
+def test_every_format_exports_passes_the_gate_and_is_reported(exported):
+    report = json.loads((exported / "export_report.json").read_text())
+    assert report["passed"] and report["reference"]["examples"] == 240
+    assert [a["format"] for a in report["artifacts"]] == FORMATS.split(",")
+    for entry in report["artifacts"]:
+        for key in ("path", "size_bytes", "max_abs_logit_diff", "label_agreement",
+                    "metric_value", "latency_ms", "passed"):
+            assert key in entry, (entry["format"], key)
+        assert set(entry["latency_ms"]) == {"b1", "b32"} and entry["passed"]
+        assert (exported / entry["path"]).is_file()
+    config = json.loads((exported / "model_config.json").read_text())
+    assert config["artifacts"]["onnx"] == "model.onnx" and config["max_len"] == 48
+    for name in ("tokenizer.json", "vocab.txt", "labels.json"):
+        assert (exported / name).is_file()
+    sizes = {a["format"]: a["size_bytes"] for a in report["artifacts"]}
+    assert sizes["onnx-int8"] < 0.5 * sizes["onnx"]
+
+
+def test_savedmodel_answers_raw_strings_with_the_keras_probabilities(exported, run_dir,
+                                                                   sst2_dev_sentences):
+    from tfllm.data.tasks import Example
+    from tfllm.finetune.train import predict_logits
+    from tfllm.tokenization.wordpiece import load_tokenizer
+
+    serve = tf.saved_model.load(str(exported)).signatures["serving_default"]
+    texts = sst2_dev_sentences[:40]
+    got = serve(text=tf.constant(texts))
+    model = keras.saving.load_model(run_dir / "model.keras")
+    logits = predict_logits(model, load_tokenizer(run_dir / "tokenizer"),
+                            [Example(t, "0") for t in texts], 48)
+    np.testing.assert_allclose(got["probabilities"].numpy(),
+                               tf.nn.softmax(logits).numpy(), atol=1e-5)
+
+
+def test_exporting_to_an_existing_version_is_refused_and_auto_takes_the_next(exported, run_dir,
+                                                                            capsys):
+    assert main(["export", "--model", str(run_dir), "--out", str(exported), "--formats",
+                 "onnx"]) == 2
+    assert "never overwritten" in capsys.readouterr().err
+    assert main(["export", "--model", str(run_dir), "--out", str(exported.parent),
+                 "--version", "auto", "--formats", "onnx"]) == 0
+    assert (exported.parent / "2" / "model.onnx").is_file()
+
+
+def test_a_perturbed_artifact_fails_the_gate_with_exit_1_and_is_not_left_in_the_repo(
+        tmp_path, run_dir, monkeypatch):
+    real_export = artifacts.export_onnx
+
+    def broken_export(model, path, opset=17):
+        saved = [w.numpy() for w in model.weights]
+        rng = np.random.default_rng(0)
+        for w in model.weights:
+            if w.dtype == "float32":
+                w.assign(w.numpy() + rng.normal(0, 0.05, w.shape).astype("float32"))
+        real_export(model, path, opset)
+        for w, value in zip(model.weights, saved, strict=True):
+            w.assign(value)
+
+    monkeypatch.setattr(artifacts, "export_onnx", broken_export)
+    version = tmp_path / "repo" / "sst2" / "1"
+    assert main(["export", "--model", str(run_dir), "--out", str(version), "--formats",
+                 "onnx,tflite"]) == 1
+    report = json.loads((version / "export_report.json").read_text())
+    onnx, tflite = report["artifacts"]
+    assert not report["passed"] and not onnx["passed"] and tflite["passed"]
+    assert onnx["failed_checks"] == ["max_abs_logit_diff"]
+    assert not (version / "model.onnx").exists()
+    assert "onnx" not in json.loads((version / "model_config.json").read_text())["artifacts"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_files", "missing model.keras"),
+    ("unknown_format", "unknown format onnx-int3"),
+    ("unknown_label", "eval label 'maybe' never seen in training"),
+])
+def test_bad_input_fails_before_any_work(tmp_path, run_dir, case, message, capsys):
+    model, formats, extra = run_dir, "onnx", []
+    if case == "missing_files":
+        model = tmp_path / "half"
+        model.mkdir()
+    elif case == "unknown_format":
+        formats = "onnx,onnx-int3"
+    else:
+        bad = tmp_path / "eval.tsv"
+        bad.write_text("sentence\tlabel\nfine\t1\nunsure\tmaybe\n")
+        extra = ["--eval-data", str(bad)]
+    out = tmp_path / "repo" / "m" / "1"
+    assert main(["export", "--model", str(model), "--out", str(out), "--formats", formats,
+                 *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
