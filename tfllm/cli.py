@@ -111,7 +111,7 @@ def cmd_serve(argv: list[str]) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from tfllm.quickstart import run_quickstart
 
-    return run_quickstart(args.out, tiny=args.tiny)
+    return run_quickstart(args.out, tiny=args.tiny, from_minilm=args.from_minilm)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="run the whole chain on bundled defaults")
     p.add_argument("--out", default="quickstart-out", help="output folder (default: %(default)s)")
     p.add_argument("--tiny", action="store_true", help="smallest settings (used by the tests)")
+    p.add_argument("--from-minilm", action="store_true",
+                   help="fine-tune from the installed all-MiniLM-L6-v2 checkpoint instead")
     p.set_defaults(func=cmd_quickstart)
 
     p = sub.add_parser("pretrain", help="pretrain BERT (MLM + NSP) with tf.distribute; resumes")

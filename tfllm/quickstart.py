@@ -1,12 +1,19 @@
 """`tfllm quickstart`: the whole chain on bundled defaults, each stage timed.
 
-Stages so far: vocab -> pretraining data. Later stages (pretrain, fine-tune, export,
-serve) join the chain as they land.
+vocab -> pretraining data -> pretrain (tiny) -> fine-tune (SST-2 slice) -> export (onnx,
+onnx-int8, tflite-dynamic, gated) -> start tfllm-serve -> one real request -> stop.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from tfllm.config import PretrainDataConfig, load_config
@@ -16,44 +23,123 @@ from tfllm.data.stages import build_pretraining_data, build_vocab
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def run_quickstart(out: str | Path, tiny: bool = False) -> int:
-    """Run every available stage into `out`; print each stage's time and a summary table."""
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_one_request(repo: Path, name: str, text: str, timeout: float = 120.0) -> dict:
+    """Start tfllm-serve on 127.0.0.1, wait until ready, POST one :predict, stop it."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from tfllm_serving.cli import main; sys.exit(main())",
+         "--model-repo", str(repo), "--host", "127.0.0.1", "--port", str(port),
+         "--grpc-port", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"tfllm-serve exited: {server.stderr.read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("tfllm-serve did not become ready in time")
+            time.sleep(0.3)
+        request = urllib.request.Request(
+            f"{base}/v1/models/{name}:predict",
+            data=json.dumps({"instances": [{"text": text}]}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def run_quickstart(out: str | Path, tiny: bool = False, from_minilm: bool = False) -> int:
+    """Run every stage into `out` (replacing an earlier quickstart there); print a summary."""
+    from tfllm.finetune.train import FinetuneConfig, finetune
+    from tfllm.training.pretrain import PretrainConfig, pretrain
+    from tfllm_export.stage import export_run
+
     out = Path(out)
+    for sub in ("vocab", "pretrain-data", "pretrain-eval", "pretrain-run", "finetune-run",
+                "models"):
+        shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     data = data_root()
-    corpus = [data / "wikitext2" / "wiki.valid.tokens"]
-    timings: list[tuple[str, float, str]] = []
+    wiki = [data / "wikitext2" / "wiki.valid.tokens"]
+    rows: list[tuple[str, float, str]] = []
 
-    def stage(name: str, func, summary) -> dict:
+    def stage(name: str, func, summary):
         print(f"\n== {name}", flush=True)
         started = time.perf_counter()
         result = func()
-        seconds = time.perf_counter() - started
-        timings.append((name, seconds, summary(result)))
+        rows.append((name, time.perf_counter() - started, summary(result)))
         return result
 
-    vocab_dir, data_dir = out / "vocab", out / "pretrain-data"
-    for path in (vocab_dir, data_dir):
-        if path.exists():
-            import shutil
+    stage("vocab", lambda: build_vocab(wiki + [data / "sst2" / "train.tsv"], out / "vocab",
+                                       vocab_size=4000 if tiny else 8000),
+          lambda s: f"{s['vocab_size']} tokens")
+    data_cfg = load_config(PretrainDataConfig, CONFIGS / "data" / "pretrain.yaml",
+                           ["examples.dupe_factor=1", "examples.seq_len=64",
+                            "examples.max_predictions_per_seq=10"])
+    stage("pretraining data",
+          lambda: build_pretraining_data(wiki, out / "vocab", out / "pretrain-data", data_cfg),
+          lambda s: f"{s['examples']} examples, {s['tokens_per_second']:,.0f} tokens/s")
+    stage("held-out data", lambda: build_pretraining_data(
+        [data / "wikitext2" / "wiki.test.tokens"], out / "vocab", out / "pretrain-eval", data_cfg,
+        quiet=True), lambda s: f"{s['examples']} examples from wiki.test.tokens")
+    pre_cfg = load_config(PretrainConfig, CONFIGS / "pretrain" / "tiny.yaml", [
+        f"train.steps={30 if tiny else 300}", "train.log_every=10", "train.checkpoint_every=100",
+        "train.eval_batches=5"])
+    pre = stage("pretrain (tiny)",
+                lambda: pretrain(pre_cfg, out / "pretrain-data", out / "pretrain-run",
+                                 out / "pretrain-eval"),
+                lambda m: f"{m['steps']} steps, {m['samples_per_second']:.0f} samples/s, "
+                          f"held-out MLM acc {m['mlm_accuracy']:.3f} "
+                          f"(unigram {m['unigram_mlm_accuracy']:.3f})")
+    init = str(out / "pretrain-run")
+    if from_minilm:
+        from tfllm.models.checkpoints import minilm_dir
 
-            shutil.rmtree(path)
-    stage(
-        "vocab",
-        lambda: build_vocab(corpus + [data / "sst2" / "train.tsv"], vocab_dir,
-                            vocab_size=4000 if tiny else 8000),
-        lambda s: f"{s['vocab_size']} tokens",
-    )
-    overrides = ["examples.dupe_factor=1"] if tiny else []
-    cfg = load_config(PretrainDataConfig, CONFIGS / "data" / "pretrain.yaml", overrides)
-    stage(
-        "pretraining data",
-        lambda: build_pretraining_data(corpus, vocab_dir, data_dir, cfg),
-        lambda s: f"{s['examples']} examples, {s['tokens_per_second']:.0f} tokens/s",
-    )
+        init = str(minilm_dir())
+    ft_cfg = load_config(FinetuneConfig, CONFIGS / "finetune" / "sst2.yaml", [
+        f"task.max_train_examples={400 if tiny else 4000}", "train.epochs=1",
+        f"train.learning_rate={5e-5 if from_minilm else 1e-3}"])
+    ft = stage("fine-tune (SST-2 slice)", lambda: finetune(ft_cfg, init, out / "finetune-run"),
+               lambda m: f"dev accuracy {m['accuracy']:.4f} ({m['train_examples']} examples, "
+                         f"init {m['init_kind']})")
+    report = stage("export (gated)",
+                   lambda: export_run(out / "finetune-run", out / "models" / "sst2" / "1",
+                                      ["onnx", "onnx-int8", "tflite-dynamic"]),
+                   lambda r: "passed" if r["passed"] else "FAILED")
+    text = "a gripping , beautifully acted film that stays with you ."
+    answer = stage("serve + one request",
+                   lambda: _serve_one_request(out / "models", "sst2", text),
+                   lambda a: f"{a['predictions'][0]}")
+
     print("\n== summary")
-    print(f"{'stage':20s} {'seconds':>8s}  result")
-    for name, seconds, summary in timings:
-        print(f"{name:20s} {seconds:8.1f}  {summary}")
-    print(f"outputs in {out}")
-    return 0
+    print(f"{'stage':26s} {'seconds':>8s}  result")
+    for name, seconds, summary in rows:
+        print(f"{name:26s} {seconds:8.1f}  {summary[:90]}")
+    print(f"\n{'artifact':16s} {'MB':>7s} {'accuracy':>9s} {'b1 ms':>7s}  gate")
+    for a in report["artifacts"]:
+        print(f"{a['format']:16s} {a['size_bytes'] / 1e6:7.1f} {a['metric_value']:9.4f} "
+              f"{a['latency_ms']['b1']:7.2f}  {'passed' if a['passed'] else 'FAILED'}")
+    print(f"\nheld-out MLM accuracy {pre.get('mlm_accuracy', float('nan')):.4f}; "
+          f"SST-2 dev accuracy {ft['accuracy']:.4f}; served: {text!r} -> "
+          f"{json.dumps(answer['predictions'][0])[:120]}")
+    print(f"total {sum(r[1] for r in rows):.0f} s; outputs in {out.resolve()}"
+          + ("" if os.environ.get("TFLLM_DATA") else f" (data from {data})"))
+    return 0 if report["passed"] else 1
