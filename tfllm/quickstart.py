@@ -68,9 +68,10 @@ def _serve_one_request(repo: Path, name: str, text: str, timeout: float = 120.0)
 
 def run_quickstart(out: str | Path, tiny: bool = False, from_minilm: bool = False) -> int:
     """Run every stage into `out` (replacing an earlier quickstart there); print a summary."""
+    from tfllm_export.stage import export_run
+
     from tfllm.finetune.train import FinetuneConfig, finetune
     from tfllm.training.pretrain import PretrainConfig, pretrain
-    from tfllm_export.stage import export_run
 
     out = Path(out)
     for sub in ("vocab", "pretrain-data", "pretrain-eval", "pretrain-run", "finetune-run",
@@ -101,7 +102,7 @@ def run_quickstart(out: str | Path, tiny: bool = False, from_minilm: bool = Fals
         [data / "wikitext2" / "wiki.test.tokens"], out / "vocab", out / "pretrain-eval", data_cfg,
         quiet=True), lambda s: f"{s['examples']} examples from wiki.test.tokens")
     pre_cfg = load_config(PretrainConfig, CONFIGS / "pretrain" / "tiny.yaml", [
-        f"train.steps={30 if tiny else 300}", "train.log_every=10", "train.checkpoint_every=100",
+        f"train.steps={30 if tiny else 600}", "train.log_every=10", "train.checkpoint_every=200",
         "train.eval_batches=5"])
     pre = stage("pretrain (tiny)",
                 lambda: pretrain(pre_cfg, out / "pretrain-data", out / "pretrain-run",
@@ -115,8 +116,8 @@ def run_quickstart(out: str | Path, tiny: bool = False, from_minilm: bool = Fals
 
         init = str(minilm_dir())
     ft_cfg = load_config(FinetuneConfig, CONFIGS / "finetune" / "sst2.yaml", [
-        f"task.max_train_examples={400 if tiny else 4000}", "train.epochs=1",
-        f"train.learning_rate={5e-5 if from_minilm else 1e-3}"])
+        f"task.max_train_examples={400 if tiny else 8000}", f"train.epochs={1 if tiny else 2}",
+        f"train.learning_rate={5e-5 if from_minilm else 3e-4}"])
     ft = stage("fine-tune (SST-2 slice)", lambda: finetune(ft_cfg, init, out / "finetune-run"),
                lambda m: f"dev accuracy {m['accuracy']:.4f} ({m['train_examples']} examples, "
                          f"init {m['init_kind']})")
