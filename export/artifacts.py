@@ -7,8 +7,8 @@
   sequence axes -> `logits`, converted with tf2onnx from a concrete function with an
   explicit input signature (the path that avoids tf2onnx's Keras 3 breakage).
 - `onnx-int8`: onnxruntime dynamic quantization of the fp32 ONNX.
-- `tflite`, `tflite-dynamic`: LiteRT converter on the same concrete function
-  (dynamic = weights int8, `Optimize.DEFAULT`).
+- `tflite`, `tflite-fp16`, `tflite-dynamic`: LiteRT converter on the same function
+  (fp16 = float16 weights; dynamic = int8 weights, `Optimize.DEFAULT`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from tfllm.tokenization.tf_tokenizer import InGraphTokenizer
 
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FILE_NAMES = {
+    "savedmodel": "saved_model.pb",
     "onnx": "model.onnx",
     "onnx-int8": "model-int8.onnx",
     "tflite": "model.tflite",
+    "tflite-fp16": "model-fp16.tflite",
     "tflite-dynamic": "model-dynamic.tflite",
-    "savedmodel": "saved_model.pb",
 }
 FORMATS = tuple(FILE_NAMES)
 
@@ -105,7 +106,7 @@ def quantize_onnx_int8(source: Path, path: Path) -> None:
         rewritten.unlink(missing_ok=True)
 
 
-def export_tflite(model, path: Path, dynamic: bool) -> None:
+def export_tflite(model, path: Path, dynamic: bool = False, fp16: bool = False) -> None:
     """Via a SavedModel written by Keras' ExportArchive, which captures Keras 3 variables
     (converting the concrete function directly drops them)."""
     import tempfile
@@ -123,8 +124,10 @@ def export_tflite(model, path: Path, dynamic: bool) -> None:
         archive.add_endpoint("serving_default", logits, input_signature=_signature())
         archive.write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        if dynamic:
+        if dynamic or fp16:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if fp16:
+            converter.target_spec.supported_types = [tf.float16]
         path.write_bytes(converter.convert())
 
 

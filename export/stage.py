@@ -165,8 +165,9 @@ def _export_one(fmt: str, model, tmp: Path, vocab, max_len: int, lowercase: bool
             fp32 = tmp / ".fp32.onnx"
         artifacts.quantize_onnx_int8(fp32, path)
         (tmp / ".fp32.onnx").unlink(missing_ok=True)
-    elif fmt in ("tflite", "tflite-dynamic"):
-        artifacts.export_tflite(model, path, dynamic=fmt == "tflite-dynamic")
+    elif fmt.startswith("tflite"):
+        artifacts.export_tflite(model, path, dynamic=fmt == "tflite-dynamic",
+                                fp16=fmt == "tflite-fp16")
     elif fmt == "savedmodel":
         artifacts.export_savedmodel(model, tmp, vocab, max_len, lowercase, pairs)
     size = (sum(p.stat().st_size for p in (tmp / "variables").glob("*")) + path.stat().st_size

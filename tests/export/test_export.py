@@ -13,7 +13,7 @@ from tfllm_export import artifacts
 
 from tfllm.cli import main
 
-FORMATS = "savedmodel,onnx,onnx-int8,tflite,tflite-dynamic"
+FORMATS = "savedmodel,onnx,onnx-int8,tflite,tflite-fp16,tflite-dynamic"
 TINY_FT = ["--set", "model.size=tiny", "--set", "train.batch_size=16", "--set", "train.epochs=1",
            "--set", "task.max_len=48", "--set", "train.learning_rate=1e-3"]
 
@@ -133,3 +133,38 @@ def test_bad_input_fails_before_any_work(tmp_path, run_dir, case, message, capsy
                  *extra]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_edge_example_classifies_with_litert_alone_matching_keras(exported, run_dir,
+                                                                  sst2_dev_sentences):
+    import subprocess
+    import sys
+
+    from tfllm.data.tasks import Example
+    from tfllm.finetune.train import predict_logits
+    from tfllm.tokenization.wordpiece import load_tokenizer
+
+    texts = sst2_dev_sentences[:5]
+    code = (
+        "import sys, json, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'keras', 'tfllm'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "sys.path.insert(0, 'docs')\n"
+        "from edge_classify import classify\n"
+        f"print(json.dumps(classify({str(exported)!r}, {texts!r})))\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    model = keras.saving.load_model(run_dir / "model.keras")
+    logits = predict_logits(model, load_tokenizer(run_dir / "tokenizer"),
+                            [Example(t, "0") for t in texts], 48)
+    probs = tf.nn.softmax(logits).numpy()
+    for result, p in zip(results, probs, strict=True):
+        assert result["label"] == ["0", "1"][int(p.argmax())]
+        assert abs(result["probability"] - p.max()) < 0.02  # int8 weights
