@@ -100,7 +100,6 @@ def quantize_onnx_int8(source: Path, path: Path) -> None:
     """Dynamic int8 quantization (weights offline, activations at run time)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     rewritten = path.with_suffix(".matmul.onnx")
