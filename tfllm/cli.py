@@ -94,6 +94,24 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tfllm.finetune.inference import evaluate_run
+
+    evaluate_run(args.model, args.data)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tfllm.data.readers import ReadReport, read_text
+    from tfllm.finetune.inference import predict_texts
+
+    texts = list(args.texts)
+    if args.file:
+        texts += [d.text for d in read_text(args.file, ReadReport(), mode="lines")]
+    predict_texts(args.model, texts)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from tfllm_export.stage import export_run
 
@@ -156,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-pair-column", help="name or index (sentence-pair tasks)")
     p.add_argument("--label-column", help="name or index")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="metrics of a fine-tuned RUN_DIR on a labelled file")
+    p.add_argument("--model", required=True, metavar="RUN_DIR")
+    p.add_argument("--data", required=True, metavar="FILE", help="csv, tsv or jsonl with labels")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="label texts with a fine-tuned RUN_DIR (JSONL out)")
+    p.add_argument("--model", required=True, metavar="RUN_DIR")
+    p.add_argument("texts", nargs="*", metavar="TEXT")
+    p.add_argument("--file", metavar="FILE", help="one text per line")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="SavedModel / ONNX / TFLite artifacts with a parity gate")
     p.add_argument("--model", required=True, metavar="RUN_DIR", help="a fine-tuned RUN_DIR")

@@ -168,3 +168,20 @@ def test_bad_input_fails_with_file_and_line_and_leaves_no_run(tmp_path, sst2_sli
                "--out", str(out), "--train", str(train), "--eval", str(dev), *TINY_FT, *extra])
     assert rc == 2 and message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_evaluate_reproduces_the_run_metrics_and_predict_writes_jsonl(tiny_run, sst2_slice,
+                                                                     tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tiny_run), "--data", str(sst2_slice["dev"])]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = json.loads((tiny_run / "metrics.json").read_text())
+    assert printed["accuracy"] == pytest.approx(saved["accuracy"]) and printed["examples"] == 200
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a gripping film\n\nthe worst movie of the year\n")
+    assert main(["predict", "--model", str(tiny_run), "one more", "--file", str(texts)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["text"] for r in rows] == ["one more", "a gripping film", "the worst movie of the year"]
+    for row in rows:
+        assert row["label"] in ("0", "1")
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert main(["predict", "--model", str(tmp_path)]) == 2
