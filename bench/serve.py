@@ -36,8 +36,6 @@ import math
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import REPO, markdown_table, write_results  # noqa: E402
+from tfllm_serving.process import ServerProcess, free_port  # noqa: E402
 
 HOST = "127.0.0.1"  # the only address this benchmark talks to
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -325,12 +324,6 @@ def bench_in_process(model: InProcess, texts: list[str], requests: int, seconds:
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process from /proc (0.0 where /proc is missing)."""
     try:
@@ -340,15 +333,15 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-class Server:
-    """`tfllm-serve` in a subprocess on a free 127.0.0.1 port, gRPC off, log to a file."""
+class Server(ServerProcess):
+    """`tfllm-serve` on a free 127.0.0.1 port with the benchmark's config, gRPC off."""
 
     def __init__(self, repo: Path, name: str, settings: dict, work: Path) -> None:
         import yaml
 
         cfg = yaml.safe_load((REPO / "configs" / "serve" / "default.yaml").read_text()) or {}
-        self.port = free_port()
-        cfg.update(host=HOST, port=self.port, grpc_port=0, model_repo=str(repo),
+        port = free_port()
+        cfg.update(host=HOST, port=port, grpc_port=0, model_repo=str(repo),
                    models=[{"name": name}])
         for section, values in settings.items():
             cfg.setdefault(section, {}).update(values)
@@ -356,34 +349,13 @@ class Server:
         tag = "on" if cfg["batching"]["enabled"] else "off"
         cfg_path = work / f"serve-batching-{tag}.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-        self.log_path = work / f"serve-batching-{tag}.log"
-        exe = Path(sys.executable).with_name("tfllm-serve")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "tfllm_serving.cli"]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([*cmd, "--config", str(cfg_path)], stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        self.base = f"http://{HOST}:{self.port}"
+        super().__init__(["--config", str(cfg_path)], port, work / f"serve-batching-{tag}.log",
+                         host=HOST)
         self.predict_url = f"{self.base}/v1/models/{name}:predict"
         self.status_url = f"{self.base}/v1/models/{name}"
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.base + "/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+        super().wait_ready(timeout)
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)
@@ -398,16 +370,6 @@ class Server:
                              re.MULTILINE):
             total[m[1]] += float(m[2])
         return total["sum"], total["count"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 def request_body(text: str) -> bytes:

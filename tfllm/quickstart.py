@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -23,47 +20,21 @@ from tfllm.data.stages import build_pretraining_data, build_vocab
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve_one_request(repo: Path, name: str, text: str, timeout: float = 120.0) -> dict:
+def _serve_one_request(repo: Path, name: str, text: str, log: Path) -> dict:
     """Start tfllm-serve on 127.0.0.1, wait until ready, POST one :predict, stop it."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tfllm_serving.cli import main; sys.exit(main())",
-         "--model-repo", str(repo), "--host", "127.0.0.1", "--port", str(port),
-         "--grpc-port", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"tfllm-serve exited: {server.stderr.read()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("tfllm-serve did not become ready in time")
-            time.sleep(0.3)
+    from tfllm_serving.process import ServerProcess, free_port
+
+    port = free_port()
+    args = ["--model-repo", str(repo), "--host", "127.0.0.1", "--port", str(port),
+            "--grpc-port", "0"]
+    with ServerProcess(args, port, log) as server:
+        server.wait_ready(timeout=120)
         request = urllib.request.Request(
-            f"{base}/v1/models/{name}:predict",
+            f"{server.base}/v1/models/{name}:predict",
             data=json.dumps({"instances": [{"text": text}]}).encode(),
             headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def run_quickstart(out: str | Path, tiny: bool = False, from_minilm: bool = False) -> int:
@@ -127,7 +98,7 @@ def run_quickstart(out: str | Path, tiny: bool = False, from_minilm: bool = Fals
                    lambda r: "passed" if r["passed"] else "FAILED")
     text = "a gripping , beautifully acted film that stays with you ."
     answer = stage("serve + one request",
-                   lambda: _serve_one_request(out / "models", "sst2", text),
+                   lambda: _serve_one_request(out / "models", "sst2", text, out / "serve.log"),
                    lambda a: f"{a['predictions'][0]}")
 
     print("\n== summary")

@@ -13,11 +13,8 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -42,6 +39,8 @@ def _make_serving_importable() -> None:
 
 
 _make_serving_importable()
+
+from tfllm_serving.process import ServerProcess, free_port  # noqa: E402
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = (
@@ -236,65 +235,20 @@ def sst2_sentences() -> list[str]:
     return sst2_dev_sentences()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
+def launch_server(repo: Path, config: dict | None = None, grpc: bool = False,
+                  extra_args: list[str] | None = None, tmp: Path | None = None) -> ServerProcess:
     """``python -m tfllm_serving.cli`` in a subprocess, on free 127.0.0.1 ports."""
+    import yaml
 
-    def __init__(self, repo: Path, config: dict | None = None, grpc: bool = False,
-                 extra_args: list[str] | None = None, tmp: Path | None = None) -> None:
-        self.port = free_port()
-        self.grpc_port = free_port() if grpc else 0
-        self.base = f"http://127.0.0.1:{self.port}"
-        tmp = tmp or Path(tempfile.mkdtemp(prefix="tfllm-serve-"))
-        cfg_path = tmp / f"serve-{self.port}.yaml"
-        import yaml
-
-        cfg = {"file_system_poll_wait_seconds": 0.2, **(config or {})}
-        cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-        self.log_path = tmp / f"serve-{self.port}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        args = [
-            sys.executable, "-m", "tfllm_serving.cli",
-            "--model-repo", str(repo), "--port", str(self.port),
-            "--grpc-port", str(self.grpc_port), "--config", str(cfg_path),
-            *(extra_args or []),
-        ]
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.base + "/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+    port = free_port()
+    grpc_port = free_port() if grpc else 0
+    tmp = tmp or Path(tempfile.mkdtemp(prefix="tfllm-serve-"))
+    cfg_path = tmp / f"serve-{port}.yaml"
+    cfg = {"file_system_poll_wait_seconds": 0.2, **(config or {})}
+    cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    args = ["--model-repo", str(repo), "--port", str(port), "--grpc-port", str(grpc_port),
+            "--config", str(cfg_path), *(extra_args or [])]
+    return ServerProcess(args, port, tmp / f"serve-{port}.log", grpc_port=grpc_port)
 
 
 class ServerStarter:
@@ -306,7 +260,7 @@ class ServerStarter:
 
     def __call__(self, repo: Path, config: dict | None = None, grpc: bool = False,
                  extra_args: list[str] | None = None, ready: bool = True) -> ServerProcess:
-        server = ServerProcess(repo, config, grpc, extra_args, self.tmp)
+        server = launch_server(repo, config, grpc, extra_args, self.tmp)
         self.started.append(server)
         if ready:
             server.wait_ready()
