@@ -63,7 +63,7 @@ def test_every_format_exports_passes_the_gate_and_is_reported(exported):
 def test_savedmodel_answers_raw_strings_with_the_keras_probabilities(exported, run_dir,
                                                                    sst2_dev_sentences):
     from tfllm.data.tasks import Example
-    from tfllm.finetune.train import predict_logits
+    from tfllm.finetune.features import predict_logits
     from tfllm.tokenization.wordpiece import load_tokenizer
 
     serve = tf.saved_model.load(str(exported)).signatures["serving_default"]
@@ -141,7 +141,7 @@ def test_edge_example_classifies_with_litert_alone_matching_keras(exported, run_
     import sys
 
     from tfllm.data.tasks import Example
-    from tfllm.finetune.train import predict_logits
+    from tfllm.finetune.features import predict_logits
     from tfllm.tokenization.wordpiece import load_tokenizer
 
     texts = sst2_dev_sentences[:5]

@@ -3,44 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from tests.finetune.conftest import TINY_FT
 from tfllm.cli import main
 from tfllm.data.tasks import Example
-from tfllm.finetune.train import predict_logits
+from tfllm.finetune.features import predict_logits
 from tfllm.models.checkpoints import load_checkpoint
 from tfllm.tokenization.wordpiece import encode_batch, load_tokenizer
-
-TINY_FT = ["--set", "model.size=tiny", "--set", "train.batch_size=16", "--set", "train.epochs=1",
-           "--set", "task.max_len=48", "--set", "train.learning_rate=1e-3"]
-
-
-@pytest.fixture(scope="module")
-def sst2_slice(tmp_path_factory, data_dir) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("sst2")
-    train = (data_dir / "sst2" / "train.tsv").read_text().splitlines()
-    dev = (data_dir / "sst2" / "dev.tsv").read_text().splitlines()
-    (root / "train.tsv").write_text("\n".join(train[:401]) + "\n")
-    (root / "dev.tsv").write_text("\n".join(dev[:1] + dev[1:101] + dev[-100:]) + "\n")
-    return {"train": root / "train.tsv", "dev": root / "dev.tsv", "root": root}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, sst2_slice, data_dir) -> Path:
-    vocab = tmp_path_factory.mktemp("v") / "vocab"
-    assert main(["vocab", "--corpus", str(data_dir / "sst2" / "train.tsv"), "--vocab-size", "3000",
-                 "--out", str(vocab)]) == 0
-    out = tmp_path_factory.mktemp("ft") / "run"
-    rc = main(["finetune", "--config", "configs/finetune/sst2.yaml", "--init", "none",
-               "--out", str(out), "--train", str(sst2_slice["train"]),
-               "--eval", str(sst2_slice["dev"]), "--set", f"model.tokenizer={vocab}", *TINY_FT])
-    assert rc == 0
-    return out
 
 
 def test_random_init_run_writes_valid_metrics_labels_plots_and_preset(tiny_run):

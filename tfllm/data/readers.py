@@ -49,10 +49,13 @@ class ReadReport:
     bad_records: int = 0
     examples: list[str] = field(default_factory=list)
     max_examples: int = 20
+    strict: bool = False  # raise on the first bad record (labelled data) instead of skipping
 
     def bad(self, path: Path | str, line: int, reason: str) -> None:
         self.bad_records += 1
         message = f"{path}:{line}: {reason}"
+        if self.strict:
+            raise InputError(message)
         if len(self.examples) < self.max_examples:
             self.examples.append(message)
             print(f"skipped {message}", file=sys.stderr)

@@ -113,10 +113,12 @@ def read_examples(
     return examples
 
 
-def read_tagged(path: str | Path, report: ReadReport | None = None) -> list[TaggedSentence]:
+def read_tagged(path: str | Path, report: ReadReport | None = None,
+                tag_column: int = -1) -> list[TaggedSentence]:
     """CoNLL sentences for token classification (error if none)."""
     path = check_readable(expand_path(str(path)))
-    sentences = list(read_conll(path, report if report is not None else ReadReport()))
+    sentences = list(read_conll(path, report if report is not None else ReadReport(),
+                                tag_column))
     if not sentences:
         raise InputError(f"{path}: no sentences")
     return sentences

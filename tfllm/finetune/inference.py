@@ -1,9 +1,10 @@
-"""`tfllm evaluate` and `tfllm predict` on a fine-tuned classification RUN_DIR.
+"""`tfllm evaluate` and `tfllm predict` on a fine-tuned RUN_DIR (classification or NER).
 
 Example:
 
     tfllm evaluate --model RUN_DIR --data ../shared/data/sst2/dev.tsv
     tfllm predict --model RUN_DIR "a gripping film" "a dull mess"   # JSONL on stdout
+    tfllm evaluate --model NER_RUN_DIR --data ../shared/data/conll2003/test.txt
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from tfllm.errors import InputError
 
@@ -39,42 +38,60 @@ def load_run(run_dir: str | Path):
 
 def evaluate_run(run_dir: str | Path, data: str | Path, quiet: bool = False) -> dict:
     """Task metrics of the RUN_DIR's model on a labelled file (the run's column settings)."""
-    from tfllm.data.tasks import check_known_labels, read_examples
-    from tfllm.finetune.metrics import classification_metrics
-    from tfllm.finetune.train import predict_logits
+    from tfllm.data.tasks import check_known_labels, read_examples, read_tagged
+    from tfllm.finetune.train import score_examples
 
     model, tokenizer, names, cfg = load_run(run_dir)
     task = cfg.task
-    examples = read_examples(data, text_column=task.text_column, label_column=task.label_column,
-                             text_pair_column=task.text_pair_column, fmt=task.format)
+    if task.type == "token_classification":
+        examples = read_tagged(data, tag_column=task.tag_column)
+    else:
+        examples = read_examples(data, text_column=task.text_column,
+                                 label_column=task.label_column,
+                                 text_pair_column=task.text_pair_column, fmt=task.format)
     check_known_labels(examples, names, "evaluation")
-    labels = np.array([names.index(e.label) for e in examples])
-    predicted = predict_logits(model, tokenizer, examples, task.max_len).argmax(-1)
-    metrics = classification_metrics(labels, predicted, names, quiet=quiet)
+    metrics = score_examples(model, tokenizer, examples, names, task, quiet=quiet)
     metrics["examples"] = len(examples)
     if not quiet:
-        print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "examples")}))
+        keys = ("entity_f1", "entity_precision", "entity_recall") if "entity_f1" in metrics \
+            else ("accuracy", "macro_f1")
+        print(json.dumps({k: metrics[k] for k in (*keys, "examples")}))
     return metrics
 
 
 def predict_texts(run_dir: str | Path, texts: list[str], out=None) -> list[dict]:
-    """Label and probabilities per text, written as JSON lines to `out` (stdout)."""
+    """Per text: label and probabilities (classification) or words, tags and entities (NER),
+    written as JSON lines to `out` (stdout)."""
     import tensorflow as tf
 
     from tfllm.data.tasks import Example
-    from tfllm.finetune.train import predict_logits
+    from tfllm.finetune.features import keras_inputs, predict_logits, predict_token_logits
 
     if not texts:
         raise InputError("no texts to predict (give TEXT arguments or --file)")
     model, tokenizer, names, cfg = load_run(run_dir)
-    logits = predict_logits(model, tokenizer, [Example(t, names[0]) for t in texts],
-                            cfg.task.max_len)
-    probabilities = tf.nn.softmax(logits).numpy()
     out = out or sys.stdout
     rows = []
-    for text, p in zip(texts, probabilities, strict=True):
-        row = {"text": text, "label": names[int(p.argmax())],
-               "probabilities": {name: round(float(v), 6) for name, v in zip(names, p, strict=True)}}
-        rows.append(row)
+    if cfg.task.type == "token_classification":
+        from seqeval.metrics.sequence_labeling import get_entities
+
+        from tfllm.finetune.tagging import encode_tagged, words_from_token_predictions
+
+        words = [t.split() for t in texts]
+        enc = encode_tagged(tokenizer, words, None, None, cfg.task.max_len)
+        ids = predict_token_logits(model, keras_inputs(enc)).argmax(-1)
+        tags = words_from_token_predictions(enc["first_token"], ids, names, [len(w) for w in words])
+        for text, w, t in zip(texts, words, tags, strict=True):
+            entities = [{"type": kind, "start": start, "end": end + 1,
+                         "text": " ".join(w[start:end + 1])} for kind, start, end in get_entities(t)]
+            rows.append({"text": text, "words": w, "tags": t, "entities": entities})
+    else:
+        logits = predict_logits(model, tokenizer, [Example(t, names[0]) for t in texts],
+                                cfg.task.max_len, truncation=cfg.task.truncation)
+        for text, p in zip(texts, tf.nn.softmax(logits).numpy(), strict=True):
+            rows.append({"text": text, "label": names[int(p.argmax())],
+                         "probabilities": {name: round(float(v), 6)
+                                           for name, v in zip(names, p, strict=True)}})
+    for row in rows:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
     return rows

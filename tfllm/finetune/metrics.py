@@ -6,6 +6,11 @@ Example:
 >>> m = classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], ["neg", "pos"], quiet=True)
 >>> m["accuracy"], m["confusion_matrix"]
 (0.75, [[2, 0], [1, 1]])
+>>> from tfllm.finetune.metrics import entity_metrics
+>>> m = entity_metrics([["B-PER", "I-PER", "O"]], [["B-PER", "O", "O"]], ["B-PER", "I-PER", "O"],
+...                    quiet=True)
+>>> m["entity_f1"], sorted(m["per_type"])
+(0.0, ['PER'])
 """
 
 from __future__ import annotations
@@ -36,6 +41,31 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], names: 
     }
 
 
+def entity_metrics(true_tags: list[list[str]], predicted_tags: list[list[str]],
+                   names: list[str], quiet: bool = False) -> dict:
+    """seqeval entity scores (`entity_f1`, `entity_precision`, `entity_recall`, `per_type`),
+    word-level `accuracy` and the word-level tag `confusion_matrix`."""
+    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+    from sklearn.metrics import confusion_matrix
+
+    report = classification_report(true_tags, predicted_tags, output_dict=True, zero_division=0)
+    if not quiet:
+        print(classification_report(true_tags, predicted_tags, digits=4, zero_division=0))
+    flat_true = [t for row in true_tags for t in row]
+    flat_pred = [t for row in predicted_tags for t in row]
+    return {
+        "entity_f1": float(f1_score(true_tags, predicted_tags, zero_division=0)),
+        "entity_precision": float(precision_score(true_tags, predicted_tags, zero_division=0)),
+        "entity_recall": float(recall_score(true_tags, predicted_tags, zero_division=0)),
+        "per_type": {name: {"precision": v["precision"], "recall": v["recall"],
+                            "f1": v["f1-score"], "support": int(v["support"])}
+                     for name, v in report.items() if not name.endswith(" avg")},
+        "accuracy": sum(a == b for a, b in zip(flat_true, flat_pred, strict=True))
+        / max(1, len(flat_true)),
+        "confusion_matrix": confusion_matrix(flat_true, flat_pred, labels=names).tolist(),
+    }
+
+
 def save_plots(out: Path, history: dict, matrix: list[list[int]], names: list[str]) -> None:
     """`training_curves.png` (loss/accuracy per epoch) and `confusion_matrix.png`."""
     import matplotlib
@@ -44,7 +74,8 @@ def save_plots(out: Path, history: dict, matrix: list[list[int]], names: list[st
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+    second = "accuracy" if "accuracy" in history else "entity_f1"
+    for ax, key in zip(axes, ("loss", second), strict=True):
         for prefix in ("", "val_"):
             if prefix + key in history:
                 ax.plot(range(1, len(history[prefix + key]) + 1), history[prefix + key],

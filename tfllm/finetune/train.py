@@ -1,9 +1,17 @@
-"""`tfllm finetune` for sequence classification (single texts and pairs) with Keras `fit`.
+"""`tfllm finetune`: sequence classification (single texts and pairs) and token
+classification (NER) with Keras `fit`; full, frozen or LoRA, optionally adversarial (FGM).
 
 Read top to bottom: read and check the data -> load `--init` -> tokenize (TF-free, the
-same ids as the in-graph tokenizer) -> build `keras_hub.models.BertTextClassifier` ->
-fit with warmup + decay, early stopping, BackupAndRestore, TensorBoard -> evaluate ->
-write the RUN_DIR (metrics.json last: its presence marks a finished run).
+same ids as the in-graph tokenizer) -> build `keras_hub.models.BertTextClassifier` or the
+token classifier -> freeze / LoRA / FGM switches -> fit with warmup + decay, early
+stopping on the eval metric, BackupAndRestore, TensorBoard -> evaluate -> write the
+RUN_DIR (metrics.json last: its presence marks a finished run).
+
+Example:
+
+    tfllm finetune --config configs/finetune/sst2.yaml --init "$(tfllm-minilm-dir)" --out runs/sst2
+    tfllm finetune --config configs/finetune/sst2.yaml --init none --out runs/sst2-lora \
+        --set method.name=lora --set method.lora_rank=8
 """
 
 from __future__ import annotations
@@ -15,34 +23,50 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tfllm.data.readers import ReadReport
 from tfllm.data.tasks import (
     Example,
     check_known_labels,
     expand_path,
     label_set,
     read_examples,
+    read_tagged,
     stratified_split,
 )
 from tfllm.errors import InputError
-from tfllm.finetune.metrics import classification_metrics, save_plots
+from tfllm.finetune.adversarial import FGMTrainer
+from tfllm.finetune.augment import AugmentConfig, augment_texts
+from tfllm.finetune.features import (
+    batched,
+    classification_features,
+    keras_inputs,
+    predict_logits,
+    predict_token_logits,
+)
+from tfllm.finetune.metrics import classification_metrics, entity_metrics, save_plots
+from tfllm.finetune.peft import enable_lora, freeze, trainable_count
+from tfllm.finetune.tagging import IGNORE, encode_tagged, words_from_token_predictions
 from tfllm.models.backbone import SIZES, BackboneConfig, build_backbone
 from tfllm.models.checkpoints import load_checkpoint
 from tfllm.models.run_dir import save_run_dir
-from tfllm.tokenization.wordpiece import encode_batch, load_tokenizer
+from tfllm.models.tagger import build_token_classifier
+from tfllm.tokenization.wordpiece import load_tokenizer
 from tfllm.training.optimizer import OptimizerConfig, build_optimizer
+
+TASKS = ("classification", "token_classification")
+METHODS = ("full", "freeze", "lora")
 
 
 @dataclass
 class TaskConfig:
     """Which files, which columns."""
 
-    type: str = "classification"
+    type: str = "classification"  # or token_classification (CoNLL files)
     train: str = ""
     eval: str | None = None
     test: str | None = None
-    format: str | None = None  # csv | tsv | jsonl; None = from the extension
+    format: str | None = None  # csv | tsv | jsonl | conll; None = from the extension
     text_column: str | None = None  # name or index; None = a text-like column
     text_pair_column: str | None = None
     label_column: str | None = "label"
@@ -50,6 +74,8 @@ class TaskConfig:
     split_seed: int = 42
     max_train_examples: int | None = None  # subsample (seeded) for CPU budgets
     max_len: int = 128
+    truncation: str = "head"  # or head_tail (long single texts)
+    tag_column: int = -1  # CoNLL column holding the tag
 
 
 @dataclass
@@ -62,6 +88,18 @@ class ModelConfig:
 
 
 @dataclass
+class MethodConfig:
+    """What trains: `full`, `freeze` (embeddings + first `freeze_layers` layers) or `lora`
+    (query/value adapters + pooler + head); FGM adversarial training combines with each."""
+
+    name: str = "full"
+    freeze_layers: int = 0
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    fgm_epsilon: float = 0.0  # > 0 turns FGM on
+
+
+@dataclass
 class FinetuneTrainConfig:
     batch_size: int = 32
     epochs: int = 3
@@ -71,7 +109,7 @@ class FinetuneTrainConfig:
     clipnorm: float | None = 1.0
     label_smoothing: float = 0.0
     class_weights: bool = False
-    early_stopping_patience: int = 0  # epochs without eval accuracy gain; 0 = off
+    early_stopping_patience: int = 0  # epochs without eval metric gain; 0 = off
     seed: int = 42
 
 
@@ -79,47 +117,55 @@ class FinetuneTrainConfig:
 class FinetuneConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
 
 
-def _load_splits(task: TaskConfig) -> tuple[list[Example], list[Example], list[Example] | None]:
-    if not task.train:
-        raise InputError("no training file: set task.train or pass --train")
+def _subsample(items: list, limit: int | None, seed: int) -> list:
+    if limit and len(items) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(items), limit, replace=False))
+        items = [items[i] for i in keep]
+    return items
+
+
+def _load_examples(task: TaskConfig) -> tuple[list[Example], list[Example], list[Example] | None]:
+    # Strict: a bad row in labelled data stops the run (skipping it would skew the metrics).
     columns = dict(text_column=task.text_column, label_column=task.label_column,
                    text_pair_column=task.text_pair_column, fmt=task.format)
-    train = read_examples(task.train, **columns)
+    train = read_examples(task.train, **columns, report=ReadReport(strict=True))
     if task.eval:
-        evaluation = read_examples(task.eval, **columns)
+        evaluation = read_examples(task.eval, **columns, report=ReadReport(strict=True))
     else:
         train, evaluation = stratified_split(train, task.eval_split, task.split_seed)
-    test = read_examples(task.test, **columns) if task.test else None
-    if task.max_train_examples and len(train) > task.max_train_examples:
-        rng = np.random.default_rng(task.split_seed)
-        keep = np.sort(rng.choice(len(train), task.max_train_examples, replace=False))
-        train = [train[i] for i in keep]
-    return train, evaluation, test
+    test = (read_examples(task.test, **columns, report=ReadReport(strict=True))
+            if task.test else None)
+    return _subsample(train, task.max_train_examples, task.split_seed), evaluation, test
 
 
-def _features(tokenizer, examples: list[Example], max_len: int) -> dict[str, np.ndarray]:
-    pairs = [e.text_pair or "" for e in examples] if examples[0].text_pair is not None else None
-    enc = encode_batch(tokenizer, [e.text for e in examples], pairs, max_len=max_len,
-                       pad_to_max_len=True)
-    return {"token_ids": enc["input_ids"], "segment_ids": enc["token_type_ids"],
-            "padding_mask": enc["attention_mask"]}
+def _load_sentences(task: TaskConfig):
+    def read(path: str) -> list:
+        return read_tagged(path, ReadReport(strict=True), tag_column=task.tag_column)
+
+    train = read(task.train)
+    if task.eval:
+        evaluation = read(task.eval)
+    else:
+        order = np.random.default_rng(task.split_seed).permutation(len(train))
+        cut = max(1, round(len(train) * task.eval_split))
+        evaluation = [train[i] for i in sorted(order[:cut])]
+        train = [train[i] for i in sorted(order[cut:])]
+    test = read(task.test) if task.test else None
+    return _subsample(train, task.max_train_examples, task.split_seed), evaluation, test
 
 
-def _dataset(x: dict, y: np.ndarray | None, batch: int, shuffle: bool, seed: int):
-    ds = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else x)
-    if shuffle:
-        ds = ds.shuffle(len(x["token_ids"]), seed=seed, reshuffle_each_iteration=True)
-
-    def trim(features, labels=None):
-        # Pad to the batch's longest row, not max_len: most sentences are short.
-        width = tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1))
-        features = {k: v[:, :width] for k, v in features.items()}
-        return features if labels is None else (features, labels)
-
-    return ds.batch(batch).map(trim, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+def _augmented(train: list[Example], cfg: AugmentConfig) -> list[Example]:
+    """New training examples from EDA / back-translation of the first text (eval untouched)."""
+    if cfg.copies <= 0 and not cfg.back_translate:
+        return []
+    copies = augment_texts([e.text for e in train], cfg)
+    return [Example(text, e.label, e.text_pair, e.source, e.line)
+            for e, row in zip(train, copies, strict=True) for text in row]
 
 
 def build_classifier(backbone, num_classes: int, dropout: float):
@@ -130,28 +176,81 @@ def build_classifier(backbone, num_classes: int, dropout: float):
                                                preprocessor=None, dropout=dropout)
 
 
-def predict_logits(model, tokenizer, examples: list[Example], max_len: int,
-                   batch: int = 64) -> np.ndarray:
-    x = _features(tokenizer, examples, max_len)
-    return model.predict(_dataset(x, None, batch, False, 0), verbose=0)
+def _apply_method(method: MethodConfig, backbone) -> None:
+    if method.name not in METHODS:
+        raise InputError(f"method.name must be one of {', '.join(METHODS)}, not {method.name!r}")
+    if method.name == "freeze":
+        if not 0 <= method.freeze_layers <= len(backbone.transformer_layers):
+            raise InputError(f"method.freeze_layers={method.freeze_layers}: the backbone has "
+                             f"{len(backbone.transformer_layers)} layers")
+        freeze(backbone, method.freeze_layers)
+    elif method.name == "lora":
+        if method.lora_rank < 1:
+            raise InputError(f"method.lora_rank must be >= 1, got {method.lora_rank}")
+        enable_lora(backbone, method.lora_rank, method.lora_alpha)
+
+
+def score_examples(model, tokenizer, examples: list, names: list[str], task: TaskConfig,
+                   quiet: bool = False) -> dict:
+    """The task's metrics.json keys for `model` on labelled examples or CoNLL sentences."""
+    if task.type == "token_classification":
+        index = {name: i for i, name in enumerate(names)}
+        enc = encode_tagged(tokenizer, [s.words for s in examples], None, index, task.max_len)
+        token_ids = predict_token_logits(model, keras_inputs(enc)).argmax(-1)
+        predicted = words_from_token_predictions(enc["first_token"], token_ids, names,
+                                                 [len(s.words) for s in examples])
+        return entity_metrics([s.tags for s in examples], predicted, names, quiet=quiet)
+    labels = np.array([names.index(e.label) for e in examples])
+    predicted = predict_logits(model, tokenizer, examples, task.max_len,
+                               truncation=task.truncation).argmax(-1)
+    return classification_metrics(labels, predicted, names, quiet=quiet)
+
+
+class EvalMetric(keras.callbacks.Callback):
+    """Adds `val_<name>` to the epoch logs (before EarlyStopping, TensorBoard and History
+    read them): the task metric that Keras cannot compute batch by batch (entity F1)."""
+
+    def __init__(self, name: str, score):
+        super().__init__()
+        self.name, self.score = name, score
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[f"val_{self.name}"] = self.score()
 
 
 def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = False) -> dict:
     """Fine-tune, evaluate and write RUN_DIR; resume from checkpoints/ if unfinished."""
-    if cfg.task.type != "classification":
-        raise InputError(f"task.type {cfg.task.type!r} is not supported yet (classification)")
+    task, method = cfg.task, cfg.method
+    if task.type not in TASKS:
+        raise InputError(f"task.type must be one of {', '.join(TASKS)}, not {task.type!r}")
+    tagging = task.type == "token_classification"
+    if tagging and (cfg.train.class_weights or cfg.train.label_smoothing):
+        raise InputError("train.class_weights and train.label_smoothing are for classification")
+    if tagging and (cfg.augment.copies or cfg.augment.back_translate):
+        raise InputError("augment is for classification (word edits would misalign the tags)")
+    if not task.train:
+        raise InputError("no training file: set task.train or pass --train")
     out = Path(out)
     if (out / "metrics.json").is_file():
         raise InputError(f"{out} already holds a finished run (metrics.json); choose another --out")
-    train, evaluation, test = _load_splits(cfg.task)
-    names = label_set([e.label for e in train])
+
+    # 1. Data: read, check labels, augment the training split only.
+    if tagging:
+        train, evaluation, test = _load_sentences(task)
+        names = label_set([tag for s in train for tag in s.tags])
+    else:
+        train, evaluation, test = _load_examples(task)
+        names = label_set([e.label for e in train])
+        train = train + _augmented(train, cfg.augment)
     if len(names) < 2:
-        raise InputError(f"{cfg.task.train}: only one label ({names[0]!r}) in the training data")
+        raise InputError(f"{task.train}: only one label ({names[0]!r}) in the training data")
     check_known_labels(evaluation, names, "eval")
     if test:
         check_known_labels(test, names, "test")
     index = {name: i for i, name in enumerate(names)}
 
+    # 2. Model: checkpoint (its tokenizer comes with it) + head + method switches.
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.train.seed)
     size = SIZES.get(cfg.model.size)
@@ -161,61 +260,85 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
         init, out, lambda vocab: build_backbone(BackboneConfig(**size), vocab),
         expand_path(cfg.model.tokenizer) if cfg.model.tokenizer else None)
     tokenizer = load_tokenizer(checkpoint.tokenizer_dir)
-    model = build_classifier(checkpoint.backbone, len(names), cfg.model.dropout)
+    backbone = checkpoint.backbone
+    if tagging:
+        model = build_token_classifier(backbone, len(names), cfg.model.dropout)
+    else:
+        model = build_classifier(backbone, len(names), cfg.model.dropout)
+    _apply_method(method, backbone)
 
-    def xy(examples):
-        labels = np.array([index[e.label] for e in examples])
-        return _features(tokenizer, examples, cfg.task.max_len), labels
+    # 3. Features and losses.
+    def encode(examples: list) -> tuple[dict, np.ndarray]:
+        if tagging:
+            enc = encode_tagged(tokenizer, [s.words for s in examples],
+                                [s.tags for s in examples], index, task.max_len)
+            return keras_inputs(enc), enc["labels"]
+        x = classification_features(tokenizer, examples, task.max_len, task.truncation)
+        return x, np.array([index[e.label] for e in examples])
 
-    x_train, y_train = xy(train)
-    x_eval, y_eval = xy(evaluation)
-    one_hot = np.eye(len(names), dtype="float32")
-    train_ds = _dataset(x_train, one_hot[y_train], cfg.train.batch_size, True, cfg.train.seed)
-    eval_ds = _dataset(x_eval, one_hot[y_eval], 64, False, 0)
+    x_train, y_train = encode(train)
+    x_eval, y_eval = encode(evaluation)
+    if tagging:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
+        compiled_metrics, target, monitor = [], (y_train, y_eval), "val_entity_f1"
+    else:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                    label_smoothing=cfg.train.label_smoothing)
+        compiled_metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        one_hot = np.eye(len(names), dtype="float32")
+        target, monitor = (one_hot[y_train], one_hot[y_eval]), "val_accuracy"
+    train_ds = batched(x_train, target[0], cfg.train.batch_size, True, cfg.train.seed)
+    eval_ds = batched(x_eval, target[1], 64, False, 0)
+
+    # 4. Fit.
     steps = math.ceil(len(train) / cfg.train.batch_size) * cfg.train.epochs
     optimizer = build_optimizer(OptimizerConfig(
         learning_rate=cfg.train.learning_rate, warmup_steps=int(cfg.train.warmup_ratio * steps),
         weight_decay=cfg.train.weight_decay, clipnorm=cfg.train.clipnorm), steps)
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                  label_smoothing=cfg.train.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
-    callbacks = [keras.callbacks.BackupAndRestore(str(out / "checkpoints")),
-                 keras.callbacks.TensorBoard(str(out / "logs"))]
+    trainer = model
+    if method.fgm_epsilon > 0:
+        trainer = FGMTrainer(model, backbone.token_embedding.embeddings, method.fgm_epsilon)
+        trainer(next(iter(eval_ds))[0])  # builds it (BackupAndRestore needs a built model)
+    trainer.compile(optimizer=optimizer, loss=loss, metrics=compiled_metrics)
+    callbacks = []
+    if tagging:
+        callbacks.append(EvalMetric("entity_f1", lambda: score_examples(
+            model, tokenizer, evaluation, names, task, quiet=True)["entity_f1"]))
+    callbacks += [keras.callbacks.BackupAndRestore(str(out / "checkpoints")),
+                  keras.callbacks.TensorBoard(str(out / "logs"))]
     if cfg.train.early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=cfg.train.early_stopping_patience,
+            monitor=monitor, mode="max", patience=cfg.train.early_stopping_patience,
             restore_best_weights=True))
     class_weight = None
     if cfg.train.class_weights:
         counts = np.bincount(y_train, minlength=len(names))
         class_weight = {i: len(y_train) / (len(names) * max(c, 1)) for i, c in enumerate(counts)}
     started = time.perf_counter()
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,
-                        callbacks=callbacks, class_weight=class_weight,
-                        verbose=0 if quiet else 1)
+    history = trainer.fit(train_ds, validation_data=eval_ds, epochs=cfg.train.epochs,
+                          callbacks=callbacks, class_weight=class_weight,
+                          verbose=0 if quiet else 1)
     train_seconds = time.perf_counter() - started
 
-    eval_pred = predict_logits(model, tokenizer, evaluation, cfg.task.max_len).argmax(-1)
-    metrics = classification_metrics(y_eval, eval_pred, names, quiet=quiet)
+    # 5. Evaluate and write the RUN_DIR.
+    metrics = score_examples(model, tokenizer, evaluation, names, task, quiet=quiet)
+    epochs_run = len(history.history["loss"])
     metrics.update({
         "train_examples": len(train), "eval_examples": len(evaluation),
         "train_seconds": round(train_seconds, 1),
-        "train_samples_per_second": round(len(history.history["loss"]) * len(train)
-                                          / train_seconds, 1),
-        "epochs_run": len(history.history["loss"]), "init": init,
-        "init_kind": checkpoint.kind,
-        "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_weights)),
+        "train_samples_per_second": round(epochs_run * len(train) / train_seconds, 1),
+        "epochs_run": epochs_run, "init": init, "init_kind": checkpoint.kind,
+        "method": method.name, "fgm_epsilon": method.fgm_epsilon,
+        "trainable_params": trainable_count(model), "total_params": int(model.count_params()),
     })
     if test:
-        y_test = np.array([index[e.label] for e in test])
-        test_pred = predict_logits(model, tokenizer, test, cfg.task.max_len).argmax(-1)
-        metrics["test"] = classification_metrics(y_test, test_pred, names, quiet=True)
+        metrics["test"] = score_examples(model, tokenizer, test, names, task, quiet=True)
     save_plots(out, history.history, metrics["confusion_matrix"], names)
-    save_run_dir(out, model, model.backbone, checkpoint.tokenizer_dir, cfg, metrics, names)
+    if method.name == "lora":
+        backbone.save_lora_weights(str(out / "adapter.lora.h5"))
+    save_run_dir(out, model, backbone, checkpoint.tokenizer_dir, cfg, metrics, names)
     if not quiet:
-        print(f"finetune -> {out}: accuracy {metrics['accuracy']:.4f}, "
-              f"macro_f1 {metrics['macro_f1']:.4f}")
+        key = "entity_f1" if tagging else "accuracy"
+        print(f"finetune -> {out}: {key} {metrics[key]:.4f}"
+              + (f", test {key} {metrics['test'][key]:.4f}" if test else ""))
     return metrics

@@ -19,6 +19,8 @@ SIZES = {
     "small": dict(num_layers=4, hidden_dim=512, num_heads=8, intermediate_dim=2048),
     "medium": dict(num_layers=8, hidden_dim=512, num_heads=8, intermediate_dim=2048),
     "base": dict(num_layers=12, hidden_dim=768, num_heads=12, intermediate_dim=3072),
+    # all-MiniLM-L6-v2's shape: random init at this size is the fair baseline for it.
+    "l6h384": dict(num_layers=6, hidden_dim=384, num_heads=12, intermediate_dim=1536),
 }
 
 

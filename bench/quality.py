@@ -1,0 +1,117 @@
+"""Fine-tuning quality from the real all-MiniLM-L6-v2 checkpoint on the shared datasets.
+
+Each run is one `tfllm finetune` command (printed and recorded in the table); finished
+runs (metrics.json present) are kept, so the script can be re-run to add runs. Results:
+`bench/results/quality.json` and the "Fine-tuning quality" table in docs/results.md.
+
+    python bench/quality.py --runs financial_phrasebank,banking77 --out bench/runs
+    python bench/quality.py --table-only --out bench/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import REPO, markdown_table, write_results  # noqa: E402
+
+# name -> (config, --set overrides, what is measured, target). "MINILM" is the checkpoint.
+RUNS: dict[str, tuple[str, list[str], str, str]] = {
+    "financial_phrasebank": ("financial_phrasebank", [], "accuracy (20% split)", ">= 95.0"),
+    "banking77": ("banking77", [], "test accuracy", ">= 92.0"),
+    "sst2": ("sst2", ["task.max_train_examples=null"], "dev accuracy", ">= 90.0"),
+    "conll2003": ("conll2003", [], "test entity F1", ">= 86.0"),
+    "ncbi_disease": ("ncbi_disease", [], "test entity F1", ">= 84.0"),
+    "imdb": ("imdb", [], "test accuracy", ">= 91.0"),
+    # The methods, on the same SST-2 slice (8,000 rows, 2 epochs) so they compare 1:1.
+    "sst2-slice-full": ("sst2", ["train.epochs=2"], "dev accuracy", "reference"),
+    "sst2-slice-lora": ("sst2", ["train.epochs=2", "method.name=lora", "method.lora_rank=8",
+                                 "method.lora_alpha=16", "train.learning_rate=1e-3"],
+                        "dev accuracy", "within 2.0 of full, < 3% params"),
+    "sst2-slice-freeze": ("sst2", ["train.epochs=2", "method.name=freeze",
+                                   "method.freeze_layers=3"], "dev accuracy", "report"),
+    "sst2-slice-fgm": ("sst2", ["train.epochs=2", "method.fgm_epsilon=1.0"], "dev accuracy",
+                       "report"),
+    "sst2-slice-random": ("sst2", ["train.epochs=2", "model.size=l6h384",
+                                   "model.tokenizer=MINILM", "train.learning_rate=1e-4"],
+                          "dev accuracy", "below MiniLM init"),
+}
+
+
+def minilm() -> str:
+    from tfllm.models.checkpoints import minilm_dir
+
+    return str(minilm_dir())
+
+
+def command(name: str, out: Path) -> list[str]:
+    config, sets, _, _ = RUNS[name]
+    init = "none" if name.endswith("-random") else "MINILM"
+    cmd = ["tfllm", "finetune", "--config", f"configs/finetune/{config}.yaml", "--init", init,
+           "--out", str(out / name)]
+    for value in sets:
+        cmd += ["--set", value]
+    return cmd
+
+
+def score(metrics: dict, name: str) -> float:
+    source = metrics.get("test", metrics)
+    key = "entity_f1" if "entity_f1" in source else "accuracy"
+    return round(100 * source[key], 2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated run names")
+    parser.add_argument("--out", default="bench/runs", help="where the RUN_DIRs go")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild the table")
+    args = parser.parse_args()
+    out = Path(args.out)
+    checkpoint = minilm()
+    if not args.table_only:
+        for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
+            if name not in RUNS:
+                parser.error(f"unknown run {name!r} (choose from {', '.join(RUNS)})")
+            if (out / name / "metrics.json").is_file():
+                continue
+            cmd = [c.replace("MINILM", checkpoint) for c in command(name, out)]
+            print("+", shlex.join(cmd), flush=True)
+            started = time.perf_counter()
+            out.mkdir(parents=True, exist_ok=True)
+            with open(out / f"{name}.log", "w") as log:
+                rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+            print(f"  {name}: exit {rc} in {time.perf_counter() - started:.0f} s", flush=True)
+
+    rows, data = [], {}
+    for name, (_, _, measured, target) in RUNS.items():
+        path = out / name / "metrics.json"
+        if not path.is_file():
+            continue
+        metrics = json.loads(path.read_text())
+        data[name] = {"command": shlex.join(command(name, Path("RUNS"))), "metrics": {
+            k: v for k, v in metrics.items() if k not in ("confusion_matrix", "per_class")}}
+        rows.append([name, measured, score(metrics, name), target, metrics["train_examples"],
+                     metrics["epochs_run"], f"{metrics['trainable_params']:,}",
+                     f"{100 * metrics['trainable_params'] / metrics['total_params']:.2f}%",
+                     f"{metrics['train_seconds'] / 60:.1f}",
+                     f"`{shlex.join(command(name, Path('RUNS')))}`"])
+    table = markdown_table(["run", "metric", "score", "target", "train examples", "epochs",
+                            "trainable params", "trainable share", "train min", "command"], rows)
+    notes = ("`MINILM` is the all-MiniLM-L6-v2 checkpoint directory "
+             "(`python -c 'from tfllm.models.checkpoints import minilm_dir; print(minilm_dir())'`). "
+             "CPU only, one run at a time. Subsampling is in each config "
+             "(`task.max_train_examples`) and stated in the train examples column.")
+    write_results("quality", "Fine-tuning quality from all-MiniLM-L6-v2 (CPU)", data, table, notes)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

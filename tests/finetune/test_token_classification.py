@@ -1,0 +1,102 @@
+"""NER on real CoNLL-2003 slices: label alignment, a tiny run, evaluate/predict, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.finetune.conftest import TINY_FT
+from tfllm.cli import main
+from tfllm.data.readers import ReadReport
+from tfllm.data.tasks import read_tagged
+from tfllm.finetune.tagging import IGNORE, encode_tagged, words_from_token_predictions
+from tfllm.models.checkpoints import load_checkpoint
+from tfllm.tokenization.wordpiece import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def conll_slice(tmp_path_factory, data_dir) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("conll")
+    for split, count in (("train", 300), ("valid", 80)):
+        blocks = (data_dir / "conll2003" / f"{split}.txt").read_text().split("\n\n")
+        (root / f"{split}.txt").write_text("\n\n".join(blocks[:count]) + "\n")
+    return {"train": root / "train.txt", "valid": root / "valid.txt"}
+
+
+def test_labels_sit_on_the_first_sub_token_of_each_real_conll_word(tmp_path, data_dir,
+                                                                   minilm_dir):
+    sentences = read_tagged(data_dir / "conll2003" / "valid.txt")[:200]
+    names = sorted({t for s in sentences for t in s.tags})
+    index = {n: i for i, n in enumerate(names)}
+    tokenizer = load_tokenizer(load_checkpoint(str(minilm_dir), tmp_path).tokenizer_dir)
+    enc = encode_tagged(tokenizer, [s.words for s in sentences], [s.tags for s in sentences],
+                        index, 128)
+    assert (enc["labels"] != IGNORE).sum() == sum(len(s.words) for s in sentences)
+    split_words = 0
+    for row, sentence in enumerate(sentences):
+        for word, position in zip(sentence.words, enc["first_token"][row], strict=False):
+            piece = tokenizer.id_to_token(int(enc["input_ids"][row, position]))
+            assert not piece.startswith("##") and word.lower().startswith(piece.lower()[:1])
+        split_words += len(sentence.words) < enc["attention_mask"][row].sum() - 2
+    assert split_words > 50  # real words do split into several sub-tokens
+    # Gold labels placed on tokens read back as the gold tags.
+    back = words_from_token_predictions(enc["first_token"], np.maximum(enc["labels"], 0), names,
+                                        [len(s.words) for s in sentences])
+    assert back == [s.tags for s in sentences]
+
+
+@pytest.fixture(scope="module")
+def ner_run(tmp_path_factory, conll_slice, data_dir) -> Path:
+    vocab = tmp_path_factory.mktemp("v") / "vocab"
+    assert main(["vocab", "--corpus", str(data_dir / "conll2003" / "train.txt"),
+                 "--vocab-size", "3000", "--out", str(vocab)]) == 0
+    out = tmp_path_factory.mktemp("ner") / "run"
+    assert main(["finetune", "--config", "configs/finetune/conll2003.yaml", "--init", "none",
+                 "--out", str(out), "--train", str(conll_slice["train"]), "--eval",
+                 str(conll_slice["valid"]), "--set", f"model.tokenizer={vocab}",
+                 "--set", "task.test=null", *TINY_FT, "--set", "train.epochs=2",
+                 "--set", "train.early_stopping_patience=2"]) == 0
+    return out
+
+
+def test_ner_run_writes_seqeval_metrics_and_evaluate_and_predict_agree(ner_run, conll_slice,
+                                                                      capsys):
+    metrics = json.loads((ner_run / "metrics.json").read_text())
+    assert {"entity_f1", "entity_precision", "entity_recall", "per_type"} <= set(metrics)
+    assert metrics["epochs_run"] == 2
+    names = json.loads((ner_run / "labels.json").read_text())
+    assert set(names) == {"O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC",
+                          "I-MISC"}
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(ner_run), "--data", str(conll_slice["valid"])]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["entity_f1"] == pytest.approx(metrics["entity_f1"])
+    assert main(["predict", "--model", str(ner_run), "EU rejects German call to boycott "
+                 "British lamb ."]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(row["tags"]) == len(row["words"]) == 9 and set(row["tags"]) <= set(names)
+
+
+def test_a_malformed_conll_line_names_file_and_line_and_leaves_no_run(tmp_path, conll_slice,
+                                                                      capsys):
+    lines = conll_slice["train"].read_text().splitlines()
+    lines[5] = "broken"  # one column where the file has four
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    rc = main(["finetune", "--config", "configs/finetune/conll2003.yaml", "--init", "none",
+               "--out", str(out), "--train", str(bad), *TINY_FT])
+    assert rc == 2
+    assert f"{bad}:6: expected 4 columns, found 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_strict_reading_is_what_finetuning_uses_and_plain_reading_skips(conll_slice, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("EU NNP B-NP B-ORG\nrejects\n\nPeter NNP B-NP B-PER\n")
+    report = ReadReport()
+    assert [s.words for s in read_tagged(bad, report)] == [["Peter"]]
+    assert report.bad_records == 1

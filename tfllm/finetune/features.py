@@ -1,0 +1,108 @@
+"""Model inputs for fine-tuning and prediction: token ids from the TF-free tokenizer, and the
+tf.data pipeline that pads each batch only to its longest row.
+
+Long texts (IMDB) can keep the head and the tail instead of the head only
+(`truncation: head_tail`, Sun et al. 2019: the first quarter and the last three quarters
+of the budget), since reviews often conclude at the end.
+
+Example:
+
+>>> from tfllm.finetune.features import classification_features
+>>> from tfllm.data.tasks import Example
+>>> from tfllm.tokenization.wordpiece import build_bert_tokenizer
+>>> tok = build_bert_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"])
+>>> x = classification_features(tok, [Example("a a a b b c c c", "0")], 6, "head_tail")
+>>> x["token_ids"].tolist()   # [CLS] a | c c c [SEP]
+[[2, 5, 7, 7, 7, 3]]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from tfllm.data.tasks import Example
+from tfllm.errors import InputError
+from tfllm.tokenization.wordpiece import encode_batch
+
+TRUNCATIONS = ("head", "head_tail")
+
+
+def _head_tail(tokenizer: Tokenizer, texts: list[str], max_len: int) -> dict[str, np.ndarray]:
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    rows = [e.ids for e in tokenizer.encode_batch(texts)]
+    head = max(1, max_len // 4)
+    ids = np.zeros((len(rows), max_len), dtype=np.int32)
+    mask = np.zeros((len(rows), max_len), dtype=np.int32)
+    for i, row in enumerate(rows):
+        if len(row) > max_len:
+            row = row[:head] + row[len(row) - (max_len - head):]
+        ids[i, :len(row)] = row
+        mask[i, :len(row)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def classification_features(tokenizer: Tokenizer, examples: list[Example], max_len: int,
+                            truncation: str = "head") -> dict[str, np.ndarray]:
+    """keras-hub BERT inputs (`token_ids`, `segment_ids`, `padding_mask`) padded to max_len."""
+    if truncation not in TRUNCATIONS:
+        raise InputError(f"task.truncation must be one of {', '.join(TRUNCATIONS)}, "
+                         f"not {truncation!r}")
+    texts = [e.text for e in examples]
+    if examples and examples[0].text_pair is not None:
+        if truncation != "head":
+            raise InputError("task.truncation head_tail is for single texts, not pairs")
+        enc = encode_batch(tokenizer, texts, [e.text_pair or "" for e in examples],
+                           max_len=max_len, pad_to_max_len=True)
+    elif truncation == "head_tail":
+        enc = _head_tail(tokenizer, texts, max_len)
+    else:
+        enc = encode_batch(tokenizer, texts, max_len=max_len, pad_to_max_len=True)
+    return keras_inputs(enc)
+
+
+def keras_inputs(enc: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Hugging Face input names -> keras-hub BertBackbone input names."""
+    return {"token_ids": enc["input_ids"], "segment_ids": enc["token_type_ids"],
+            "padding_mask": enc["attention_mask"]}
+
+
+def batched(x: dict, y: np.ndarray | None, batch: int, shuffle: bool, seed: int) -> Any:
+    """tf.data batches of (x[, y]), each cut to its longest row (y too when per token)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y) if y is not None else x)
+    if shuffle:
+        ds = ds.shuffle(len(x["token_ids"]), seed=seed, reshuffle_each_iteration=True)
+    per_token = y is not None and y.ndim == 2 and y.shape[1] == x["token_ids"].shape[1]
+
+    def trim(features, labels=None):
+        # Pad to the batch's longest row, not max_len: most sentences are short.
+        width = tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1))
+        features = {k: v[:, :width] for k, v in features.items()}
+        if labels is None:
+            return features
+        return features, (labels[:, :width] if per_token else labels)
+
+    return ds.batch(batch).map(trim, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def predict_logits(model: Any, tokenizer: Tokenizer, examples: list[Example], max_len: int,
+                   batch: int = 64, truncation: str = "head") -> np.ndarray:
+    """Classifier logits [n, classes] for examples."""
+    x = classification_features(tokenizer, examples, max_len, truncation)
+    return model.predict(batched(x, None, batch, False, 0), verbose=0)
+
+
+def predict_token_logits(model: Any, x: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    """Tagger logits [n, width, labels], each batch padded back to the inputs' width
+    (batches have different widths, so Keras' predict cannot concatenate them)."""
+    width = x["token_ids"].shape[1]
+    chunks = []
+    for features in batched(x, None, batch, False, 0):
+        logits = np.asarray(model.predict_on_batch(features))
+        chunks.append(np.pad(logits, ((0, 0), (0, width - logits.shape[1]), (0, 0))))
+    return np.concatenate(chunks)
