@@ -84,6 +84,7 @@ def main() -> int:
                 continue
             cmd = [c.replace("MINILM", checkpoint) for c in command(name, out)]
             print("+", shlex.join(cmd), flush=True)
+            cmd[0] = str(Path(sys.executable).parent / "tfllm")  # the venv's entry point
             started = time.perf_counter()
             out.mkdir(parents=True, exist_ok=True)
             with open(out / f"{name}.log", "w") as log:

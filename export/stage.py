@@ -58,7 +58,7 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     import keras
 
     from tfllm.config import load_config
-    from tfllm.data.tasks import check_known_labels, read_examples
+    from tfllm.data.tasks import check_known_labels, read_examples, stratified_split
     from tfllm.finetune.train import FinetuneConfig
     from tfllm.tokenization.wordpiece import encode_batch, is_lowercase, load_tokenizer, read_vocab
 
@@ -77,10 +77,18 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     names = json.loads((run_dir / "labels.json").read_text())
     task = cfg.task
     source = eval_data or task.eval
-    if not source:
+    columns = dict(text_column=task.text_column, label_column=task.label_column,
+                   text_pair_column=task.text_pair_column, fmt=task.format)
+    if source:
+        examples = read_examples(source, **columns)
+    elif task.train:
+        # The run held out a seeded stratified split of its training file: the same split again.
+        source = f"{task.train} (held-out split {task.eval_split}, seed {task.split_seed})"
+        examples = stratified_split(read_examples(task.train, **columns), task.eval_split,
+                                    task.split_seed)[1]
+    else:
         raise InputError("no eval data: pass --eval-data FILE (the gate runs on real task data)")
-    examples = read_examples(source, text_column=task.text_column, label_column=task.label_column,
-                             text_pair_column=task.text_pair_column, fmt=task.format)[:max_eval]
+    examples = examples[:max_eval]
     check_known_labels(examples, names, "eval")
 
     model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)

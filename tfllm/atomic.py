@@ -46,11 +46,16 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a text file via a temporary name in the same folder, then rename."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file via a temporary name in the same folder, then rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -126,6 +126,59 @@ def cmd_serve(argv: list[str]) -> int:
     return serve_main(argv)
 
 
+def _classifier(args: argparse.Namespace):
+    from tfllm.apps.classify import load_classifier
+
+    return load_classifier(args.model, args.serving_url, args.labels, args.auth_token_file)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from tfllm.apps.monitor import LineSource, MonitorConfig, parse_duration, run_monitor
+
+    cfg = MonitorConfig(
+        window=parse_duration(args.window), baseline=parse_duration(args.baseline),
+        threshold=args.threshold, z=args.z, min_count=args.min_count,
+        cooldown=parse_duration(args.cooldown), negative_label=args.negative_label,
+        text_field=args.text_field, time_field=args.time_field, entity_field=args.entity_field)
+    source = LineSource(args.input, follow=args.follow, idle_exit=args.idle_exit)
+    run_monitor(source, _classifier(args), cfg, args.format, args.alerts, args.webhook, args.plot)
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    import json
+
+    from tfllm.apps.route import build_app, load_route_table, route_file
+    from tfllm.errors import InputError
+
+    classifier = _classifier(args)
+    table = load_route_table(args.routes, classifier.labels, args.threshold)
+    if args.serve:
+        import uvicorn
+
+        uvicorn.run(build_app(classifier, table), host=args.host, port=args.port,
+                    log_level="warning")
+        return 0
+    if not args.input or not args.out:
+        raise InputError("batch mode needs --input FILE and --out FILE.jsonl (or use --serve)")
+    report = route_file(classifier, table, args.input, args.out, args.text_column,
+                        args.label_column, args.report)
+    if report is not None:
+        print(json.dumps({k: v for k, v in report.items() if k != "sweep"}))
+    return 0
+
+
+def _classifier_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", metavar="REPO/NAME[/VERSION]",
+                       help="an exported model folder (ONNX; the latest version if none given)")
+    where.add_argument("--serving-url", metavar="URL",
+                       help="TF Serving REST model URL, e.g. http://127.0.0.1:8501/v1/models/NAME")
+    parser.add_argument("--labels", metavar="labels.json",
+                        help="label names for a TF Serving URL (tfllm-serve reports its own)")
+    parser.add_argument("--auth-token-file", metavar="FILE", help="bearer token for the URL")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from tfllm.quickstart import run_quickstart
 
@@ -161,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder; re-running the same command resumes an unfinished run")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune a classifier from --init on any labelled file")
+    p = sub.add_parser("finetune", help="fine-tune a classifier or NER tagger from --init on any "
+                       "labelled file")
     _add_config_args(p)
     p.add_argument("--init", required=True,
                    help="none | RUN_DIR | keras-hub preset dir | Hugging Face BERT dir")
@@ -169,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", metavar="FILE", help="training data (csv, tsv, jsonl)")
     p.add_argument("--eval", metavar="FILE", help="eval data (default: stratified split of train)")
     p.add_argument("--test", metavar="FILE")
-    p.add_argument("--format", choices=["csv", "tsv", "jsonl"])
+    p.add_argument("--format", choices=["csv", "tsv", "jsonl", "conll"],
+                   help="default: from the extension (.txt/.conll = CoNLL for NER)")
     p.add_argument("--text-column", help="name or index")
     p.add_argument("--text-pair-column", help="name or index (sentence-pair tasks)")
     p.add_argument("--label-column", help="name or index")
@@ -195,6 +250,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", metavar="FILE", help="gate data (default: the run's eval file)")
     p.add_argument("--version", help="an integer, or auto for the next free one")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("monitor", help="sentiment over a text stream, alerts on negative surges")
+    p.add_argument("--input", required=True, metavar="FILE|DIR|-",
+                   help="JSONL or CSV file, a folder of them (tailed with --follow), or - (stdin)")
+    p.add_argument("--format", choices=["jsonl", "csv"], help="default: from the extension")
+    _classifier_args(p)
+    p.add_argument("--alerts", metavar="FILE.jsonl", help="append alerts here (also on stdout)")
+    p.add_argument("--webhook", metavar="URL", help="POST each alert as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="timeline at the end (and on SIGUSR1)")
+    p.add_argument("--window", default="1h", help="judged period (default: %(default)s)")
+    p.add_argument("--baseline", default="6h",
+                   help="period before the window giving the usual share (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=2.0,
+                   help="alert when the share reaches this x baseline (default: %(default)s)")
+    p.add_argument("--z", type=float, default=3.0, help="and this z-score (default: %(default)s)")
+    p.add_argument("--min-count", type=int, default=30,
+                   help="texts needed in window and baseline (default: %(default)s)")
+    p.add_argument("--cooldown", default="1h", help="quiet time after an alert (default: %(default)s)")
+    p.add_argument("--negative-label", default="negative")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--time-field", default="time", help="ISO 8601 or epoch seconds")
+    p.add_argument("--entity-field", default="entity", help="per-entity windows (or `ticker`)")
+    p.add_argument("--follow", action="store_true", help="keep reading new lines and files")
+    p.add_argument("--idle-exit", type=float, default=0.0, metavar="SECONDS",
+                   help="with --follow, stop after this long without input (0 = never)")
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("route", help="route customer messages to queues by intent")
+    _classifier_args(p)
+    p.add_argument("--routes", required=True, metavar="YAML", help="e.g. configs/route/banking77.yaml")
+    p.add_argument("--threshold", type=float, help="override the table's confidence threshold")
+    p.add_argument("--input", metavar="FILE", help="csv, tsv, jsonl or one message per line")
+    p.add_argument("--out", metavar="FILE.jsonl", help="intent, confidence and route per message")
+    p.add_argument("--text-column", default=None, help="name or index (default: text-like column)")
+    p.add_argument("--label-column", help="true intents: report routing accuracy")
+    p.add_argument("--report", metavar="DIR", help="route_report.json + threshold_sweep.png")
+    p.add_argument("--serve", action="store_true", help="answer POST /route instead")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8600)
+    p.set_defaults(func=cmd_route)
 
     # Listed for --help only: main() hands `serve ...` to tfllm-serve's own parser unchanged.
     sub.add_parser("serve", help="TF Serving REST + gRPC API on onnxruntime (= tfllm-serve)")

@@ -73,3 +73,27 @@ def test_each_shipped_config_trains_a_tiny_model_and_writes_valid_metrics(
     if test:
         assert "test" in metrics
     assert (out / "training_curves.png").is_file() and (out / "confusion_matrix.png").is_file()
+
+
+def test_sentence_pairs_train_and_evaluate_from_named_columns(tmp_path, data_dir, tiny_tokenizer,
+                                                              capsys):
+    """Pairs the test builds from real SST-2 dev sentences: do both have the same label?"""
+    rows = [line.split("\t") for line in
+            (data_dir / "sst2" / "dev.tsv").read_text().splitlines()[1:401]]
+    lines = ["first\tsecond\tsame"]
+    for (a, la), (b, lb) in zip(rows[::2], rows[1::2], strict=True):
+        lines.append(f"{a}\t{b}\t{'yes' if la == lb else 'no'}")
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    assert main(["finetune", "--config", "configs/finetune/sst2.yaml", "--init", "none",
+                 "--out", str(out), "--train", str(pairs), "--set", "task.eval=null",
+                 "--text-column", "first", "--text-pair-column", "second",
+                 "--label-column", "same", "--set", f"model.tokenizer={tiny_tokenizer}",
+                 *TINY_FT]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["eval_examples"] == 20 and "held-out split 0.1" in metrics["eval_source"]
+    assert json.loads((out / "labels.json").read_text()) == ["no", "yes"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", str(pairs)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["examples"] == 200

@@ -325,6 +325,8 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     epochs_run = len(history.history["loss"])
     metrics.update({
         "train_examples": len(train), "eval_examples": len(evaluation),
+        "eval_source": task.eval or (f"{task.train}: held-out split {task.eval_split} "
+                                     f"(stratified by label, seed {task.split_seed})"),
         "train_seconds": round(train_seconds, 1),
         "train_samples_per_second": round(epochs_run * len(train) / train_seconds, 1),
         "epochs_run": epochs_run, "init": init, "init_kind": checkpoint.kind,
