@@ -72,11 +72,14 @@ def savedmodel_runner(directory: Path) -> Callable[[list[str], list[str] | None]
 
 
 def compare(fmt: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray,
-            thresholds: GateThresholds) -> dict:
-    """The gate's numbers for one artifact, and whether it passes."""
+            thresholds: GateThresholds,
+            metric_fn: Callable[[np.ndarray], float] | None = None) -> dict:
+    """The gate's numbers for one artifact, and whether it passes. Rows are examples (or
+    words, for token classification); `metric_fn(predicted ids)` is the task metric
+    (default: accuracy against `labels`)."""
     predicted, expected = logits.argmax(-1), reference.argmax(-1)
-    metric = float((predicted == labels).mean())
-    reference_metric = float((expected == labels).mean())
+    metric_fn = metric_fn or (lambda ids: float((ids == labels).mean()))
+    metric, reference_metric = metric_fn(predicted), metric_fn(expected)
     result = {
         "max_abs_logit_diff": float(np.abs(logits - reference).max()),
         "label_agreement": float((predicted == expected).mean()),

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,96 @@ def resolve_version_dir(out: str | Path, version: str | None) -> Path:
     return out
 
 
+@dataclass
+class GateData:
+    """Real eval data for the gate: raw texts (SavedModel), token-id features (ONNX, TFLite;
+    the TF-free tokenizer the server uses), and the scored positions: one row per example, or
+    for token classification one row per word (its first sub-token)."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    features: Callable[[slice, bool], dict]
+    pick: Callable[[np.ndarray, slice], np.ndarray]
+    labels: np.ndarray
+    metric: Callable[[np.ndarray], float]
+    metric_name: str
+    source: str
+
+
+def gate_data(task, names: list[str], tokenizer, eval_data: str | None, max_eval: int
+              ) -> GateData:
+    from tfllm.data.readers import ReadReport
+    from tfllm.data.tasks import check_known_labels, read_examples, read_tagged, stratified_split
+    from tfllm.finetune.metrics import entity_metrics
+    from tfllm.finetune.tagging import encode_tagged
+    from tfllm.tokenization.wordpiece import encode_batch
+
+    source = eval_data or task.eval
+    strict = ReadReport(strict=True)
+    if task.type == "token_classification":
+        if not source:
+            raise InputError("no eval data: pass --eval-data FILE (CoNLL; the gate runs on real "
+                             "task data)")
+        sentences = read_tagged(source, strict, tag_column=task.tag_column)[:max_eval]
+        check_known_labels(sentences, names, "eval")
+        index = {name: i for i, name in enumerate(names)}
+
+        def encoded(sl: slice) -> dict:
+            return encode_tagged(tokenizer, [s.words for s in sentences[sl]], None, None,
+                                 task.max_len)
+
+        def tagged(sl: slice, pad: bool = False) -> dict:
+            enc = encoded(sl)
+            width = task.max_len - enc["input_ids"].shape[1] if pad else 0  # latency: L=max_len
+            return {k: np.pad(enc[k], ((0, 0), (0, width)))
+                    for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+        firsts = [encoded(sl)["first_token"] for sl in batches(len(sentences), 32)]
+
+        def pick(logits: np.ndarray, sl: slice) -> np.ndarray:
+            first = firsts[sl.start // 32]
+            rows, cols = np.nonzero(first >= 0)
+            return logits[rows, first[rows, cols]]
+
+        kept = [[t for t, f in zip(s.tags, first_row, strict=False) if f >= 0]
+                for chunk, sl in zip(firsts, batches(len(sentences), 32), strict=True)
+                for s, first_row in zip(sentences[sl], chunk, strict=True)]
+        counts = np.cumsum([len(k) for k in kept])[:-1]
+
+        def entity_f1(predicted: np.ndarray) -> float:
+            tags = [[names[i] for i in row] for row in np.split(predicted, counts)]
+            return entity_metrics(kept, tags, names, quiet=True)["entity_f1"]
+
+        return GateData([" ".join(s.words) for s in sentences], None, tagged, pick,
+                        np.array([index[t] for row in kept for t in row]), entity_f1,
+                        "entity_f1", str(source))
+
+    columns = dict(text_column=task.text_column, label_column=task.label_column,
+                   text_pair_column=task.text_pair_column, fmt=task.format)
+    if source:
+        examples = read_examples(source, **columns, report=strict)
+    elif task.train:
+        # The run held out a seeded stratified split of its training file: the same split again.
+        source = f"{task.train} (held-out split {task.eval_split}, seed {task.split_seed})"
+        examples = stratified_split(read_examples(task.train, **columns, report=strict),
+                                    task.eval_split, task.split_seed)[1]
+    else:
+        raise InputError("no eval data: pass --eval-data FILE (the gate runs on real task data)")
+    examples = examples[:max_eval]
+    check_known_labels(examples, names, "eval")
+    texts = [e.text for e in examples]
+    pairs = [e.text_pair or "" for e in examples] if task.text_pair_column else None
+    labels = np.array([names.index(e.label) for e in examples])
+
+    def features(sl: slice, pad_to_max: bool = False) -> dict:
+        return encode_batch(tokenizer, texts[sl], pairs[sl] if pairs else None,
+                            max_len=task.max_len, pad_to_max_len=pad_to_max)
+
+    return GateData(texts, pairs, features, lambda logits, sl: logits, labels,
+                    lambda predicted: float((predicted == labels).mean()), "accuracy",
+                    str(source))
+
+
 def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
                eval_data: str | None = None, version: str | None = None,
                thresholds: GateThresholds | None = None, max_eval: int = 1000,
@@ -58,9 +149,8 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     import keras
 
     from tfllm.config import load_config
-    from tfllm.data.tasks import check_known_labels, read_examples, stratified_split
     from tfllm.finetune.train import FinetuneConfig
-    from tfllm.tokenization.wordpiece import encode_batch, is_lowercase, load_tokenizer, read_vocab
+    from tfllm.tokenization.wordpiece import is_lowercase, load_tokenizer, read_vocab
 
     run_dir = Path(run_dir)
     missing = [name for name in RUN_DIR_FILES if not (run_dir / name).exists()]
@@ -75,63 +165,46 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     thresholds = thresholds or GateThresholds()
     cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
     names = json.loads((run_dir / "labels.json").read_text())
-    task = cfg.task
-    source = eval_data or task.eval
-    columns = dict(text_column=task.text_column, label_column=task.label_column,
-                   text_pair_column=task.text_pair_column, fmt=task.format)
-    if source:
-        examples = read_examples(source, **columns)
-    elif task.train:
-        # The run held out a seeded stratified split of its training file: the same split again.
-        source = f"{task.train} (held-out split {task.eval_split}, seed {task.split_seed})"
-        examples = stratified_split(read_examples(task.train, **columns), task.eval_split,
-                                    task.split_seed)[1]
-    else:
-        raise InputError("no eval data: pass --eval-data FILE (the gate runs on real task data)")
-    examples = examples[:max_eval]
-    check_known_labels(examples, names, "eval")
-
     model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
     tokenizer = load_tokenizer(run_dir / "tokenizer")
     vocab = read_vocab(run_dir / "tokenizer" / "vocab.txt")
     lowercase = is_lowercase(tokenizer)
-    texts = [e.text for e in examples]
-    pairs = [e.text_pair or "" for e in examples] if task.text_pair_column else None
-    labels = np.array([names.index(e.label) for e in examples])
-
-    def features(sl: slice, pad_to_max: bool = False) -> dict:
-        return encode_batch(tokenizer, texts[sl], pairs[sl] if pairs else None,
-                            max_len=task.max_len, pad_to_max_len=pad_to_max)
+    data = gate_data(cfg.task, names, tokenizer, eval_data, max_eval)
+    texts, pairs, chunks = data.texts, data.pairs, list(batches(len(data.texts), 32))
 
     def keras_logits(batch: dict) -> np.ndarray:
         return np.asarray(model({"token_ids": batch["input_ids"],
                                  "padding_mask": batch["attention_mask"],
                                  "segment_ids": batch["token_type_ids"]}, training=False))
 
-    chunks = list(batches(len(texts), 32))
-    reference = np.concatenate([keras_logits(features(sl)) for sl in chunks])
-    reference_metric = float((reference.argmax(-1) == labels).mean())
-    b1, b32 = features(slice(0, 1), True), features(slice(0, 32), True)
+    def scored(run, sl: slice, raw_text: bool = False) -> np.ndarray:
+        out = run(texts[sl], pairs[sl] if pairs else None) if raw_text else run(data.features(sl))
+        return data.pick(out, sl)
+
+    reference = np.concatenate([scored(keras_logits, sl) for sl in chunks])
+    reference_metric = data.metric(reference.argmax(-1))
+    b1, b32 = data.features(slice(0, 1), True), data.features(slice(0, 32), True)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    report = {"reference": {"format": "keras", "metric": "accuracy", "value": reference_metric,
-                            "eval_data": str(source), "examples": len(texts)},
+    report = {"reference": {"format": "keras", "metric": data.metric_name,
+                            "value": reference_metric, "eval_data": data.source,
+                            "examples": len(texts)},
               "thresholds": asdict(thresholds), "artifacts": []}
     try:
         for fmt in tqdm(formats, desc="export", unit="artifact", disable=quiet):
-            entry = _export_one(fmt, model, tmp, vocab, task.max_len, lowercase, pairs is not None)
+            entry = _export_one(fmt, model, tmp, vocab, cfg.task.max_len, lowercase,
+                                pairs is not None)
             if fmt == "savedmodel":
                 run = savedmodel_runner(tmp)
-                logits = np.concatenate([run(texts[sl], pairs[sl] if pairs else None)
-                                         for sl in chunks])
+                logits = np.concatenate([scored(run, sl, raw_text=True) for sl in chunks])
                 lat = latency_ms(run, ([texts[0]], [pairs[0]] if pairs else None),
                                  (texts[:32], pairs[:32] if pairs else None))
             else:
                 run = (onnx_runner if fmt.startswith("onnx") else tflite_runner)(tmp / entry["path"])
-                logits = np.concatenate([run(features(sl)) for sl in chunks])
+                logits = np.concatenate([scored(run, sl) for sl in chunks])
                 lat = latency_ms(run, (b1,), (b32,))
-            entry.update(compare(fmt, logits, reference, labels, thresholds))
+            entry.update(compare(fmt, logits, reference, data.labels, thresholds, data.metric))
             entry["latency_ms"] = lat
             if not entry["passed"]:
                 _remove_artifact(tmp, fmt)
@@ -140,7 +213,8 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
                 state = "passed" if entry["passed"] else f"FAILED {entry['failed_checks']}"
                 tqdm.write(f"{fmt:16s} {entry['size_bytes'] / 1e6:8.1f} MB  max|dlogit| "
                            f"{entry['max_abs_logit_diff']:.2e}  agreement "
-                           f"{entry['label_agreement']:.4f}  accuracy {entry['metric_value']:.4f}"
+                           f"{entry['label_agreement']:.4f}  {data.metric_name} "
+                           f"{entry['metric_value']:.4f}"
                            f"  b1 {lat['b1']} ms  {state}")
         report["passed"] = all(a["passed"] for a in report["artifacts"])
         for name in ("tokenizer.json", "vocab.txt"):
@@ -149,8 +223,8 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
         (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         passing = {a["format"]: a["path"] for a in report["artifacts"] if a["passed"]}
         (tmp / "model_config.json").write_text(json.dumps({
-            "task": "classification", "inputs": list(artifacts.ONNX_INPUTS),
-            "outputs": ["logits"], "max_len": task.max_len, "lowercase": lowercase,
+            "task": cfg.task.type, "inputs": list(artifacts.ONNX_INPUTS),
+            "outputs": ["logits"], "max_len": cfg.task.max_len, "lowercase": lowercase,
             "text_pair": pairs is not None, "artifacts": passing}, indent=2) + "\n")
         tmp.rename(target)
     except BaseException:

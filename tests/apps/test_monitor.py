@@ -94,8 +94,8 @@ def test_a_tripled_negative_share_alerts_within_one_window_and_the_webhook_gets_
     assert Receiver.received == alerts
     summary = json.loads(err.strip().splitlines()[-1])
     assert summary["malformed"] == 3 and summary["records"] == 12 * 60
-    for line, reason in ((6, "not valid JSON"), (52, "bad time 'yesterday'"),
-                         (303, "no text in field 'text'")):
+    for line, reason in ((6, "not valid JSON"), (51, "bad time 'yesterday'"),
+                         (301, "no text in field 'text'")):
         assert f"{stream}:{line}: {reason}" in err
     assert (tmp_path / "timeline.png").stat().st_size > 10_000
 
