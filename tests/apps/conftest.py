@@ -19,7 +19,8 @@ def fpb_repo(tmp_path_factory, minilm_dir) -> Path:
     root = tmp_path_factory.mktemp("fpb")
     assert main(["finetune", "--config", "configs/finetune/financial_phrasebank.yaml",
                  "--init", str(minilm_dir), "--out", str(root / "run"),
-                 "--set", "train.epochs=2", "--set", "task.max_len=64"]) == 0
+                 "--set", "train.epochs=2", "--set", "task.max_len=64",
+                 "--set", "train.batch_size=32", "--set", "train.learning_rate=1e-4"]) == 0
     assert main(["export", "--model", str(root / "run"), "--out", str(root / "repo" / "fpb" / "1"),
                  "--formats", "onnx"]) == 0
     return root / "repo" / "fpb"
