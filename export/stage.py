@@ -121,10 +121,12 @@ def gate_data(task, names: list[str], tokenizer, eval_data: str | None, max_eval
     if source:
         examples = read_examples(source, **columns, report=strict)
     elif task.train:
-        # The run held out a seeded stratified split of its training file: the same split again.
-        source = f"{task.train} (held-out split {task.eval_split}, seed {task.split_seed})"
+        # The run held out seeded stratified splits of its training file: the same again
+        # (its test split when it has one, which training never saw).
+        share = task.test_split or task.eval_split
+        source = f"{task.train} (held-out split {share}, seed {task.split_seed})"
         examples = stratified_split(read_examples(task.train, **columns, report=strict),
-                                    task.eval_split, task.split_seed)[1]
+                                    share, task.split_seed)[1]
     else:
         raise InputError("no eval data: pass --eval-data FILE (the gate runs on real task data)")
     examples = examples[:max_eval]

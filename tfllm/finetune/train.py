@@ -71,6 +71,7 @@ class TaskConfig:
     text_pair_column: str | None = None
     label_column: str | None = "label"
     eval_split: float = 0.1  # held out from train when there is no eval file
+    test_split: float = 0.0  # > 0: a stratified test split of train, taken first, never trained on
     split_seed: int = 42
     max_train_examples: int | None = None  # subsample (seeded) for CPU budgets
     max_len: int = 128
@@ -134,12 +135,17 @@ def _load_examples(task: TaskConfig) -> tuple[list[Example], list[Example], list
     columns = dict(text_column=task.text_column, label_column=task.label_column,
                    text_pair_column=task.text_pair_column, fmt=task.format)
     train = read_examples(task.train, **columns, report=ReadReport(strict=True))
+    test = (read_examples(task.test, **columns, report=ReadReport(strict=True))
+            if task.test else None)
+    if task.test_split > 0:
+        if task.test:
+            raise InputError("set task.test (a file) or task.test_split (a share of train), "
+                             "not both")
+        train, test = stratified_split(train, task.test_split, task.split_seed)
     if task.eval:
         evaluation = read_examples(task.eval, **columns, report=ReadReport(strict=True))
     else:
         train, evaluation = stratified_split(train, task.eval_split, task.split_seed)
-    test = (read_examples(task.test, **columns, report=ReadReport(strict=True))
-            if task.test else None)
     return _subsample(train, task.max_train_examples, task.split_seed), evaluation, test
 
 
@@ -326,7 +332,11 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     metrics.update({
         "train_examples": len(train), "eval_examples": len(evaluation),
         "eval_source": task.eval or (f"{task.train}: held-out split {task.eval_split} "
-                                     f"(stratified by label, seed {task.split_seed})"),
+                                     f"(stratified by label, seed {task.split_seed})"
+                                     + (" of what the test split left" if task.test_split else "")),
+        "test_source": task.test or (f"{task.train}: held-out split {task.test_split} "
+                                     f"(stratified by label, seed {task.split_seed})"
+                                     if task.test_split else None),
         "train_seconds": round(train_seconds, 1),
         "train_samples_per_second": round(epochs_run * len(train) / train_seconds, 1),
         "epochs_run": epochs_run, "init": init, "init_kind": checkpoint.kind,
