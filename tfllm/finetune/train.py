@@ -111,6 +111,7 @@ class FinetuneTrainConfig:
     label_smoothing: float = 0.0
     class_weights: bool = False
     early_stopping_patience: int = 0  # epochs without eval metric gain; 0 = off
+    bucket_by_length: bool = False  # batches of similar lengths: less padding, faster epochs
     seed: int = 42
 
 
@@ -293,7 +294,8 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
         compiled_metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
         one_hot = np.eye(len(names), dtype="float32")
         target, monitor = (one_hot[y_train], one_hot[y_eval]), "val_accuracy"
-    train_ds = batched(x_train, target[0], cfg.train.batch_size, True, cfg.train.seed)
+    train_ds = batched(x_train, target[0], cfg.train.batch_size, True, cfg.train.seed,
+                       by_length=cfg.train.bucket_by_length)
     eval_ds = batched(x_eval, target[1], 64, False, 0)
 
     # 4. Fit.
