@@ -18,7 +18,9 @@ def test_length_buckets_keep_every_example_once_and_pad_less(tmp_path, data_dir,
     seen, padded = {}, {}
     for by_length in (False, True):
         ids, cells = [], 0
-        for features, labels in batched(x, y, 32, shuffle=True, seed=1, by_length=by_length):
+        ds = batched(x, y, 32, shuffle=True, seed=1, by_length=by_length)
+        assert int(ds.cardinality()) == len(list(ds))  # a known, exact epoch length
+        for features, labels in ds:
             mask = features["padding_mask"].numpy()
             assert mask[:, -1].any()  # each batch is cut to its own longest row
             np.testing.assert_array_equal(features["token_ids"].numpy(),

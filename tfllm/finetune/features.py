@@ -86,6 +86,10 @@ def batched(x: dict, y: np.ndarray | None, batch: int, shuffle: bool, seed: int,
         ds = ds.bucket_by_sequence_length(
             lambda features, *_: tf.reduce_sum(features["padding_mask"]), BUCKETS,
             [batch] * (len(BUCKETS) + 1))
+        # Known up front (per bucket, full batches + one partial), so Keras' progress bar
+        # has a total and fit does not warn that the first epoch "ran out of data".
+        sizes = np.bincount(np.searchsorted(BUCKETS, x["padding_mask"].sum(1), side="right"))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(int(np.ceil(sizes / batch).sum())))
     else:
         ds = ds.batch(batch)
     per_token = y is not None and y.ndim == 2 and y.shape[1] == x["token_ids"].shape[1]
