@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import REPO, markdown_table, write_results  # noqa: E402
+from bench.report import REPO, RESULTS, machine, markdown_table, write_results  # noqa: E402
 
 # name -> (config, --set overrides, what is measured, target). "MINILM" is the checkpoint.
 RUNS: dict[str, tuple[str, list[str], str, str]] = {
@@ -96,14 +96,22 @@ def main() -> int:
                 rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
             print(f"  {name}: exit {rc} in {time.perf_counter() - started:.0f} s", flush=True)
 
-    rows, data = [], {}
+    # Runs measured earlier (another machine or session) stay in the table until re-run here.
+    stored = RESULTS / "quality.json"
+    previous = json.loads(stored.read_text()) if stored.is_file() else {}
+    rows, data, commit = [], {}, machine()["commit"]
     for name, (_, _, measured, target) in RUNS.items():
         path = out / name / "metrics.json"
-        if not path.is_file():
+        if path.is_file():
+            metrics = {k: v for k, v in json.loads(path.read_text()).items()
+                       if k not in ("confusion_matrix", "per_class")}
+            data[name] = {"command": shlex.join(command(name, Path("RUNS"))),
+                          "commit": commit, "metrics": metrics}
+        elif isinstance(previous.get(name), dict) and "metrics" in previous[name]:
+            data[name] = previous[name]
+            metrics = data[name]["metrics"]
+        else:
             continue
-        metrics = json.loads(path.read_text())
-        data[name] = {"command": shlex.join(command(name, Path("RUNS"))), "metrics": {
-            k: v for k, v in metrics.items() if k not in ("confusion_matrix", "per_class")}}
         rows.append([name, measured, score(metrics, name), target, metrics["train_examples"],
                      metrics["epochs_run"], f"{metrics['trainable_params']:,}",
                      f"{100 * metrics['trainable_params'] / metrics['total_params']:.2f}%",
