@@ -25,6 +25,12 @@ from bench.report import REPO, RESULTS, machine, markdown_table, write_results  
 # name -> (config, --set overrides, what is measured, target). "MINILM" is the checkpoint.
 RUNS: dict[str, tuple[str, list[str], str, str]] = {
     "financial_phrasebank": ("financial_phrasebank", [], "test accuracy (20% split)", ">= 95.0"),
+    "financial_phrasebank-lr1e-4": ("financial_phrasebank", [
+        "train.learning_rate=1e-4", "train.epochs=10", "train.early_stopping_patience=3"],
+        "test accuracy (20% split)", ">= 95.0"),
+    "financial_phrasebank-lr1e-4-fgm": ("financial_phrasebank", [
+        "train.learning_rate=1e-4", "train.epochs=10", "train.early_stopping_patience=3",
+        "method.fgm_epsilon=1.0"], "test accuracy (20% split)", ">= 95.0"),
     "banking77": ("banking77", [], "test accuracy", ">= 92.0"),
     "sst2": ("sst2", ["task.max_train_examples=null", "train.learning_rate=1e-4",
                       "train.bucket_by_length=true"], "dev accuracy", ">= 90.0"),
@@ -34,7 +40,11 @@ RUNS: dict[str, tuple[str, list[str], str, str]] = {
     "conll2003": ("conll2003", ["train.bucket_by_length=true"], "test entity F1", ">= 86.0"),
     "ncbi_disease": ("ncbi_disease", ["train.bucket_by_length=true"], "test entity F1",
                      ">= 84.0"),
+    "ncbi_disease-fgm": ("ncbi_disease", ["train.bucket_by_length=true", "method.fgm_epsilon=1.0"],
+                         "test entity F1", ">= 84.0"),
     "imdb": ("imdb", ["train.bucket_by_length=true"], "test accuracy", ">= 91.0"),
+    "imdb-full": ("imdb", ["task.max_train_examples=null", "train.bucket_by_length=true"],
+                  "test accuracy", ">= 91.0"),
     # The methods, on the same SST-2 slice (8,000 rows, 2 epochs) so they compare 1:1.
     "sst2-slice-full": ("sst2", ["train.epochs=2", "train.learning_rate=1e-4"], "dev accuracy",
                         "reference"),
