@@ -10,6 +10,7 @@ The version folder written by `tfllm export` holds everything needed: the `.tfli
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from ai_edge_litert.interpreter import Interpreter
 from tokenizers import BertWordPieceTokenizer
 
 
-def classify(version_dir: str, texts: list[str], artifact: str = "model-dynamic.tflite") -> list:
+def classify(version_dir: str, texts: list[str], artifact: str = "model-dynamic.tflite",
+             num_threads: int | None = None) -> list:
+    """Label and probability per text; `num_threads` defaults to every core (LiteRT's own
+    default is one thread)."""
     folder = Path(version_dir)
     config = json.loads((folder / "model_config.json").read_text())
     labels = json.loads((folder / "labels.json").read_text())
@@ -31,7 +35,9 @@ def classify(version_dir: str, texts: list[str], artifact: str = "model-dynamic.
         "attention_mask": np.array([e.attention_mask for e in encodings], np.int32),
         "token_type_ids": np.array([e.type_ids for e in encodings], np.int32),
     }
-    runner = Interpreter(model_path=str(folder / artifact)).get_signature_runner()
+    interpreter = Interpreter(model_path=str(folder / artifact),
+                              num_threads=num_threads or os.cpu_count() or 1)
+    runner = interpreter.get_signature_runner()
     logits = runner(**inputs)["logits"]
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)

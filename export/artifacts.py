@@ -6,9 +6,14 @@
 - `onnx`: int32 `input_ids`, `attention_mask`, `token_type_ids` with dynamic batch and
   sequence axes -> `logits`, converted with tf2onnx from a concrete function with an
   explicit input signature (the path that avoids tf2onnx's Keras 3 breakage).
+- `onnx-fp16`: float16 weights and activations (inputs and outputs stay int32 / float32),
+  for GPUs; onnxruntime's CPU provider runs most of it through casts.
 - `onnx-int8`: onnxruntime dynamic quantization of the fp32 ONNX.
-- `tflite`, `tflite-fp16`, `tflite-dynamic`: LiteRT converter on the same function
-  (fp16 = float16 weights; dynamic = int8 weights, `Optimize.DEFAULT`).
+- `onnx-int8-static`: onnxruntime static quantization (QDQ), activation ranges calibrated on
+  task data.
+- `tflite`, `tflite-fp16`, `tflite-dynamic`, `tflite-int8`: LiteRT converter on the same
+  function (fp16 = float16 weights; dynamic = int8 weights, `Optimize.DEFAULT`; int8 = int8
+  weights and activations from a representative dataset, float kernels where no int8 one).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import tensorflow as tf
+from tfllm_export.onnx_graph import gemm_to_matmul
 
 from tfllm.tokenization.tf_tokenizer import InGraphTokenizer
 
@@ -23,10 +29,13 @@ ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 FILE_NAMES = {
     "savedmodel": "saved_model.pb",
     "onnx": "model.onnx",
+    "onnx-fp16": "model-fp16.onnx",
     "onnx-int8": "model-int8.onnx",
+    "onnx-int8-static": "model-int8-static.onnx",
     "tflite": "model.tflite",
     "tflite-fp16": "model-fp16.tflite",
     "tflite-dynamic": "model-dynamic.tflite",
+    "tflite-int8": "model-int8.tflite",
 }
 FORMATS = tuple(FILE_NAMES)
 
@@ -52,73 +61,91 @@ def export_onnx(model, path: Path, opset: int = 17) -> None:
                                   opset=opset, output_path=str(path))
 
 
-def gemm_to_matmul(model):
-    """Rewrite Gemm(A, W, b) with constant W as MatMul + Add, in place.
+# The fused graph's contrib ops (SkipLayerNormalization, FastGelu) have no type information
+# for the quantizer's shape inference; their tensors are float.
+_UNTYPED_IS_FLOAT = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
 
-    tf2onnx emits the attention projections as Gemm, which onnxruntime's dynamic
-    quantization does not handle (its integer-op registry has MatMul, not Gemm), so
-    without this pass those weights would stay fp32.
+
+def _prepared_for_quantization(source: Path, path: Path) -> Path:
+    """ORT's recommended pre-processing, then Gemm -> MatMul; returns the prepared file.
+
+    The pre-processing folds the constant Reshape/Shape chains tf2onnx leaves around some
+    projection weights, so that afterwards every projection is a Gemm on an initializer.
     """
     import onnx
-    from onnx import helper, numpy_helper
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    weights = {t.name: t for t in model.graph.initializer}
-    nodes = []
-    for node in model.graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        has_bias = len(node.input) > 2 and bool(node.input[2])
-        simple = (node.op_type == "Gemm" and node.input[1] in weights
-                  and attrs.get("alpha", 1.0) == 1.0 and not attrs.get("transA", 0)
-                  and (attrs.get("beta", 1.0) == 1.0 or not has_bias))
-        if not simple:
-            nodes.append(node)
-            continue
-        weight = numpy_helper.to_array(weights[node.input[1]])
-        if attrs.get("transB", 0):
-            name = node.input[1] + "_transposed"
-            model.graph.initializer.append(numpy_helper.from_array(weight.T.copy(), name))
-        else:
-            name = node.input[1]
-        product = node.output[0] + "_matmul"
-        nodes.append(helper.make_node("MatMul", [node.input[0], name],
-                                      [product if has_bias else node.output[0]],
-                                      name=node.name + "_matmul"))
-        if has_bias:
-            nodes.append(helper.make_node("Add", [product, node.input[2]], [node.output[0]],
-                                          name=node.name + "_bias"))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    used = {name for node in nodes for name in node.input}
-    kept = [t for t in model.graph.initializer if t.name in used]  # drop the untransposed copies
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    onnx.checker.check_model(model)
-    return model
+    prepared = path.with_suffix(".prep.onnx")
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    onnx.save(gemm_to_matmul(onnx.load(str(prepared))), str(prepared))
+    return prepared
 
 
 def quantize_onnx_int8(source: Path, path: Path) -> None:
     """Dynamic int8 quantization (weights offline, activations at run time)."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    rewritten = path.with_suffix(".matmul.onnx")
-    prepared = path.with_suffix(".prep.onnx")
-    onnx.save(gemm_to_matmul(onnx.load(str(source))), str(rewritten))
+    prepared = _prepared_for_quantization(source, path)
     try:
-        # ORT's recommended pre-processing folds the constant Reshape/Shape chains tf2onnx
-        # leaves around some projection weights, so MatMul sees them as initializers.
-        quant_pre_process(str(rewritten), str(prepared), skip_symbolic_shape=True)
         # Per-channel scales keep the accuracy of small BERTs within the gate's limits.
         quantize_dynamic(str(prepared), str(path), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gather"], per_channel=True)
+                         op_types_to_quantize=["MatMul", "Gather"], per_channel=True,
+                         extra_options=_UNTYPED_IS_FLOAT)
     finally:
-        rewritten.unlink(missing_ok=True)
         prepared.unlink(missing_ok=True)
 
 
-def export_tflite(model, path: Path, dynamic: bool = False, fp16: bool = False) -> None:
-    """Via a SavedModel written by Keras' ExportArchive, which captures Keras 3 variables
+def quantize_onnx_int8_static(source: Path, path: Path, calibration: list[dict]) -> None:
+    """Static QDQ quantization of the projections and feed-forward MatMuls; activation
+    ranges from `calibration` (feature dicts of real task text)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration)
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    prepared = _prepared_for_quantization(source, path)
+    try:
+        # Only MatMuls with a weight: attention's activation x activation products and the
+        # element-wise ops stay float (BERT's softmax/GELU ranges quantize badly).
+        import onnx
+
+        weights = {t.name for t in onnx.load(str(prepared)).graph.initializer}
+        matmuls = [n.name for n in onnx.load(str(prepared)).graph.node
+                   if n.op_type == "MatMul" and n.input[1] in weights]
+        quantize_static(str(prepared), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, nodes_to_quantize=matmuls,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                       **_UNTYPED_IS_FLOAT})
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def convert_onnx_fp16(source: Path, path: Path) -> None:
+    """float16 weights and activations, int32 inputs and float32 logits kept."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(path))
+
+
+def export_tflite(model, path: Path, mode: str = "fp32",
+                  calibration: list[dict] | None = None) -> None:
+    """`mode`: fp32, fp16, dynamic or int8 (needs `calibration`, feature dicts of real text).
+
+    Via a SavedModel written by Keras' ExportArchive, which captures Keras 3 variables
     (converting the concrete function directly drops them)."""
     import tempfile
 
@@ -135,10 +162,13 @@ def export_tflite(model, path: Path, dynamic: bool = False, fp16: bool = False) 
         archive.add_endpoint("serving_default", logits, input_signature=_signature())
         archive.write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        if dynamic or fp16:
+        if mode != "fp32":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if fp16:
+        if mode == "fp16":
             converter.target_spec.supported_types = [tf.float16]
+        if mode == "int8":
+            converter.representative_dataset = lambda: (
+                {k: v.astype("int32") for k, v in batch.items()} for batch in calibration)
         path.write_bytes(converter.convert())
 
 

@@ -7,6 +7,7 @@ runs them; the SavedModel tokenizes in its own graph from raw strings.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ def onnx_runner(path: Path) -> Callable[[dict], np.ndarray]:
 def tflite_runner(path: Path) -> Callable[[dict], np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
+    # LiteRT runs one thread unless told; onnxruntime and TF use every core by default.
+    interpreter = Interpreter(model_path=str(path), num_threads=os.cpu_count() or 1)
     runner = interpreter.get_signature_runner()
 
     def run(features: dict) -> np.ndarray:

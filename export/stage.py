@@ -27,10 +27,13 @@ from tfllm_export.gate import (
     savedmodel_runner,
     tflite_runner,
 )
+from tfllm_export.onnx_graph import ort_transformer_fusion
 from tqdm import tqdm
 
 from tfllm.errors import InputError
 
+CALIBRATED = {"onnx-int8-static", "tflite-int8"}
+CALIBRATION_EXAMPLES = 128  # LiteRT suggests 100-500 representative samples
 RUN_DIR_FILES = ("model.keras", "labels.json", "config.yaml", "tokenizer/tokenizer.json",
                  "tokenizer/vocab.txt")
 
@@ -147,7 +150,13 @@ def gate_data(task, names: list[str], tokenizer, eval_data: str | None, max_eval
 def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
                eval_data: str | None = None, version: str | None = None,
                thresholds: GateThresholds | None = None, max_eval: int = 1000,
-               quiet: bool = False) -> dict:
+               quiet: bool = False, calibration_data: str | None = None,
+               ort_fusion: bool = True) -> dict:
+    """Export `formats` of a fine-tuned RUN_DIR into the version folder `out`; returns the
+    report (also written as export_report.json). `calibration_data` (the task's format;
+    default its training file) feeds onnx-int8-static and tflite-int8; with `ort_fusion`
+    every ONNX format is also built from the transformer-fused graph and that one is kept
+    when it passes the gate and runs faster at B=1."""
     import keras
 
     from tfllm.config import load_config
@@ -172,6 +181,14 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     vocab = read_vocab(run_dir / "tokenizer" / "vocab.txt")
     lowercase = is_lowercase(tokenizer)
     data = gate_data(cfg.task, names, tokenizer, eval_data, max_eval)
+    calibration: list[dict] = []
+    if CALIBRATED & set(formats):
+        source = calibration_data or cfg.task.train
+        if not source:
+            raise InputError("no calibration data: pass --calibration-data FILE (real task "
+                             "text for onnx-int8-static / tflite-int8)")
+        calib = gate_data(cfg.task, names, tokenizer, str(source), CALIBRATION_EXAMPLES)
+        calibration = [calib.features(slice(i, i + 1), False) for i in range(len(calib.texts))]
     texts, pairs, chunks = data.texts, data.pairs, list(batches(len(data.texts), 32))
 
     def keras_logits(batch: dict) -> np.ndarray:
@@ -194,30 +211,70 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
                             "examples": len(texts)},
               "thresholds": asdict(thresholds), "artifacts": []}
     try:
+        sources: dict[bool, Path] = {}
+        fused_ops: dict = {}
+
+        def onnx_source(fused: bool) -> Path:
+            """The fp32 graph every ONNX format starts from (kept out of the repo)."""
+            if False not in sources:
+                sources[False] = tmp / ".fp32.onnx"
+                artifacts.export_onnx(model, sources[False])
+            if fused and True not in sources:
+                sources[True] = tmp / ".fused.onnx"
+                fused_ops.update(ort_transformer_fusion(sources[False], sources[True],
+                                                        *_attention_shape(model)))
+            return sources[fused]
+
+        def write(fmt: str, path: Path, fused: bool) -> None:
+            if fmt == "onnx":
+                shutil.copy(onnx_source(fused), path)
+            elif fmt == "onnx-fp16":
+                artifacts.convert_onnx_fp16(onnx_source(fused), path)
+            elif fmt == "onnx-int8":
+                artifacts.quantize_onnx_int8(onnx_source(fused), path)
+            elif fmt == "onnx-int8-static":
+                artifacts.quantize_onnx_int8_static(onnx_source(fused), path, calibration)
+            else:
+                artifacts.export_tflite(model, path, fmt.partition("-")[2] or "fp32", calibration)
+
+        def gated(fmt: str, path: Path) -> dict:
+            run = (onnx_runner if fmt.startswith("onnx") else tflite_runner)(path)
+            logits = np.concatenate([scored(run, sl) for sl in chunks])
+            return {**compare(fmt, logits, reference, data.labels, thresholds, data.metric),
+                    "latency_ms": latency_ms(run, (b1,), (b32,)),
+                    "size_bytes": path.stat().st_size}
+
         for fmt in tqdm(formats, desc="export", unit="artifact", disable=quiet):
-            entry = _export_one(fmt, model, tmp, vocab, cfg.task.max_len, lowercase,
-                                pairs is not None)
             if fmt == "savedmodel":
+                artifacts.export_savedmodel(model, tmp, vocab, cfg.task.max_len, lowercase,
+                                            pairs is not None)
                 run = savedmodel_runner(tmp)
                 logits = np.concatenate([scored(run, sl, raw_text=True) for sl in chunks])
-                lat = latency_ms(run, ([texts[0]], [pairs[0]] if pairs else None),
-                                 (texts[:32], pairs[:32] if pairs else None))
+                entry = {"format": fmt, "path": artifacts.FILE_NAMES[fmt], "size_bytes": sum(
+                    p.stat().st_size for p in [tmp / "saved_model.pb",
+                                               *(tmp / "variables").glob("*")])}
+                entry.update(compare(fmt, logits, reference, data.labels, thresholds,
+                                     data.metric))
+                entry["latency_ms"] = latency_ms(run, ([texts[0]], [pairs[0]] if pairs else None),
+                                                 (texts[:32], pairs[:32] if pairs else None))
             else:
-                run = (onnx_runner if fmt.startswith("onnx") else tflite_runner)(tmp / entry["path"])
-                logits = np.concatenate([scored(run, sl) for sl in chunks])
-                lat = latency_ms(run, (b1,), (b32,))
-            entry.update(compare(fmt, logits, reference, data.labels, thresholds, data.metric))
-            entry["latency_ms"] = lat
+                entry = {"format": fmt, "path": artifacts.FILE_NAMES[fmt]}
+                entry.update(_best_build(fmt, tmp / entry["path"], write, gated,
+                                         ort_fusion and fmt.startswith("onnx"), fused_ops))
             if not entry["passed"]:
                 _remove_artifact(tmp, fmt)
             report["artifacts"].append(entry)
             if not quiet:
+                lat = entry["latency_ms"]
                 state = "passed" if entry["passed"] else f"FAILED {entry['failed_checks']}"
+                fusion = ("  fused" if entry.get("ort_fusion", {}).get("kept") else "")
                 tqdm.write(f"{fmt:16s} {entry['size_bytes'] / 1e6:8.1f} MB  max|dlogit| "
                            f"{entry['max_abs_logit_diff']:.2e}  agreement "
                            f"{entry['label_agreement']:.4f}  {data.metric_name} "
                            f"{entry['metric_value']:.4f}"
-                           f"  b1 {lat['b1']} ms  {state}")
+                           f"  b1 {lat['b1']} ms{fusion}  {state}")
+        for source in sources.values():
+            source.unlink(missing_ok=True)
         report["passed"] = all(a["passed"] for a in report["artifacts"])
         for name in ("tokenizer.json", "vocab.txt"):
             shutil.copy(run_dir / "tokenizer" / name, tmp / name)
@@ -237,26 +294,37 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     return report
 
 
-def _export_one(fmt: str, model, tmp: Path, vocab, max_len: int, lowercase: bool,
-                pairs: bool) -> dict:
-    path = tmp / artifacts.FILE_NAMES[fmt]
-    if fmt == "onnx":
-        artifacts.export_onnx(model, path)
-    elif fmt == "onnx-int8":
-        fp32 = tmp / artifacts.FILE_NAMES["onnx"]
-        if not fp32.exists():  # quantize from an fp32 export kept only for this step
-            artifacts.export_onnx(model, tmp / ".fp32.onnx")
-            fp32 = tmp / ".fp32.onnx"
-        artifacts.quantize_onnx_int8(fp32, path)
-        (tmp / ".fp32.onnx").unlink(missing_ok=True)
-    elif fmt.startswith("tflite"):
-        artifacts.export_tflite(model, path, dynamic=fmt == "tflite-dynamic",
-                                fp16=fmt == "tflite-fp16")
-    elif fmt == "savedmodel":
-        artifacts.export_savedmodel(model, tmp, vocab, max_len, lowercase, pairs)
-    size = (sum(p.stat().st_size for p in (tmp / "variables").glob("*")) + path.stat().st_size
-            if fmt == "savedmodel" else path.stat().st_size)
-    return {"format": fmt, "path": path.name, "size_bytes": size}
+def _attention_shape(model) -> tuple[int, int]:
+    """(num_heads, hidden_dim) of the model's BertBackbone, for the transformer optimizer."""
+    backbone = getattr(model, "backbone", None) or next(
+        layer for layer in model.layers if hasattr(layer, "num_heads"))
+    return backbone.num_heads, backbone.hidden_dim
+
+
+def _best_build(fmt: str, path: Path, write: Callable, gated: Callable, try_fused: bool,
+                fused_ops: dict) -> dict:
+    """Write `fmt` to `path` and gate it; with `try_fused` also from the fused graph, keeping
+    the faster of the builds that pass (the unfused one when neither does)."""
+    write(fmt, path, False)
+    result = gated(fmt, path)
+    if not try_fused:
+        return result
+    fused_path = path.with_name(".fused-" + path.name)
+    fusion: dict = {"kept": False, "b1_ms_unfused": result["latency_ms"]["b1"]}
+    try:
+        write(fmt, fused_path, True)
+        fused = gated(fmt, fused_path)
+    except Exception as exc:  # noqa: BLE001 - an optional pass: report it, keep the plain build
+        fused_path.unlink(missing_ok=True)
+        return {**result, "ort_fusion": {**fusion, "error": f"{type(exc).__name__}: {exc}"}}
+    fusion.update(fused_ops=dict(fused_ops), b1_ms_fused=fused["latency_ms"]["b1"],
+                  fused_passed=fused["passed"])
+    if fused["passed"] and (not result["passed"]
+                            or fused["latency_ms"]["b1"] < result["latency_ms"]["b1"]):
+        fused_path.replace(path)
+        return {**fused, "ort_fusion": {**fusion, "kept": True}}
+    fused_path.unlink()
+    return {**result, "ort_fusion": fusion}
 
 
 def _remove_artifact(tmp: Path, fmt: str) -> None:

@@ -116,7 +116,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tfllm_export.stage import export_run
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    report = export_run(args.model, args.out, formats, args.eval_data, args.version)
+    report = export_run(args.model, args.out, formats, args.eval_data, args.version,
+                        calibration_data=args.calibration_data, ort_fusion=args.ort_fusion)
     return 0 if report["passed"] else 1
 
 
@@ -248,6 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="savedmodel,onnx,onnx-int8,tflite,tflite-dynamic",
                    help="comma-separated (default: %(default)s)")
     p.add_argument("--eval-data", metavar="FILE", help="gate data (default: the run's eval file)")
+    p.add_argument("--calibration-data", metavar="FILE",
+                   help="task data for onnx-int8-static / tflite-int8 (default: the run's "
+                        "training file)")
+    p.add_argument("--no-ort-fusion", dest="ort_fusion", action="store_false",
+                   help="skip building ONNX formats from onnxruntime's transformer-fused graph "
+                        "too (by default the fused build is kept where it passes the gate and "
+                        "is faster)")
     p.add_argument("--version", help="an integer, or auto for the next free one")
     p.set_defaults(func=cmd_export)
 

@@ -13,7 +13,8 @@ from tfllm_export import artifacts
 
 from tfllm.cli import main
 
-FORMATS = "savedmodel,onnx,onnx-int8,tflite,tflite-fp16,tflite-dynamic"
+FORMATS = ("savedmodel,onnx,onnx-fp16,onnx-int8,onnx-int8-static,tflite,tflite-fp16,tflite-dynamic,"
+           "tflite-int8")
 TINY_FT = ["--set", "model.size=tiny", "--set", "train.batch_size=16", "--set", "train.epochs=1",
            "--set", "task.max_len=48", "--set", "train.learning_rate=1e-3"]
 
@@ -58,6 +59,50 @@ def test_every_format_exports_passes_the_gate_and_is_reported(exported):
         assert (exported / name).is_file()
     sizes = {a["format"]: a["size_bytes"] for a in report["artifacts"]}
     assert sizes["onnx-int8"] < 0.5 * sizes["onnx"]
+    assert sizes["onnx-fp16"] < 0.6 * sizes["onnx"] and sizes["tflite-int8"] < 0.5 * sizes["tflite"]
+
+
+def test_onnx_formats_are_also_built_from_the_fused_graph_and_the_faster_passing_build_is_kept(
+        exported):
+    import onnx
+
+    report = json.loads((exported / "export_report.json").read_text())
+    for entry in report["artifacts"]:
+        if not entry["format"].startswith("onnx"):
+            assert "ort_fusion" not in entry
+            continue
+        fusion = entry["ort_fusion"]
+        assert "error" not in fusion, fusion
+        # tiny = 2 layers: 1 embedding norm + 2 x 2 layer norms, 4 of them after a residual Add
+        assert fusion["fused_ops"]["LayerNormalization (tf2onnx pattern)"] == 5
+        assert fusion["fused_ops"]["SkipLayerNormalization"] == 4
+        faster = fusion["b1_ms_fused"] < fusion["b1_ms_unfused"]
+        assert fusion["kept"] == (fusion["fused_passed"] and faster)
+        ops = {n.op_type for n in onnx.load(str(exported / entry["path"])).graph.node}
+        assert ("SkipLayerNormalization" in ops) == fusion["kept"]
+
+
+def test_layer_norm_fusion_gives_the_same_logits_on_real_sentences(tmp_path, run_dir,
+                                                                   sst2_dev_sentences):
+    import onnx
+    import onnxruntime as ort
+    from tfllm_export.onnx_graph import fuse_layer_norms
+
+    from tfllm.tokenization.wordpiece import encode_batch, load_tokenizer
+
+    model = keras.saving.load_model(run_dir / "model.keras")
+    artifacts.export_onnx(model, tmp_path / "plain.onnx")
+    graph = onnx.load(str(tmp_path / "plain.onnx"))
+    before = len(graph.graph.node)
+    assert fuse_layer_norms(graph) == 5
+    assert len(graph.graph.node) == before - 5 * 12  # 13 nodes -> 1, five times
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(tmp_path / "fused.onnx"))
+    features = encode_batch(load_tokenizer(run_dir / "tokenizer"), sst2_dev_sentences[:64],
+                            max_len=48)
+    plain, fused = (ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+                    .run(["logits"], features)[0] for name in ("plain.onnx", "fused.onnx"))
+    np.testing.assert_allclose(fused, plain, atol=1e-5)
 
 
 def test_savedmodel_answers_raw_strings_with_the_keras_probabilities(exported, run_dir,
@@ -116,6 +161,7 @@ def test_a_perturbed_artifact_fails_the_gate_with_exit_1_and_is_not_left_in_the_
     ("missing_files", "missing model.keras"),
     ("unknown_format", "unknown format onnx-int3"),
     ("unknown_label", "eval label 'maybe' never seen in training"),
+    ("missing_calibration", "no-such-file.tsv"),
 ])
 def test_bad_input_fails_before_any_work(tmp_path, run_dir, case, message, capsys):
     model, formats, extra = run_dir, "onnx", []
@@ -124,6 +170,8 @@ def test_bad_input_fails_before_any_work(tmp_path, run_dir, case, message, capsy
         model.mkdir()
     elif case == "unknown_format":
         formats = "onnx,onnx-int3"
+    elif case == "missing_calibration":
+        formats, extra = "onnx,tflite-int8", ["--calibration-data", str(tmp_path / "no-such-file.tsv")]
     else:
         bad = tmp_path / "eval.tsv"
         bad.write_text("sentence\tlabel\nfine\t1\nunsure\tmaybe\n")
