@@ -310,7 +310,8 @@ def _best_build(fmt: str, path: Path, write: Callable, gated: Callable, try_fuse
     if not try_fused:
         return result
     fused_path = path.with_name(".fused-" + path.name)
-    fusion: dict = {"kept": False, "b1_ms_unfused": result["latency_ms"]["b1"]}
+    fusion: dict = {"kept": False, "b1_ms_unfused": result["latency_ms"]["b1"],
+                    "unfused_passed": result["passed"]}
     try:
         write(fmt, fused_path, True)
         fused = gated(fmt, fused_path)
