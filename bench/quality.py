@@ -26,7 +26,8 @@ from bench.report import REPO, RESULTS, machine, markdown_table, write_results  
 RUNS: dict[str, tuple[str, list[str], str, str]] = {
     "financial_phrasebank": ("financial_phrasebank", [], "test accuracy (20% split)", ">= 95.0"),
     "financial_phrasebank-lr1e-4": ("financial_phrasebank", [
-        "train.learning_rate=1e-4", "train.epochs=10", "train.early_stopping_patience=3"],
+        "train.learning_rate=1e-4", "train.epochs=10", "train.early_stopping_patience=3",
+        "train.bucket_by_length=true"],
         "test accuracy (20% split)", ">= 95.0"),
     "financial_phrasebank-lr1e-4-fgm": ("financial_phrasebank", [
         "train.learning_rate=1e-4", "train.epochs=10", "train.early_stopping_patience=3",
