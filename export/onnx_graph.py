@@ -154,7 +154,7 @@ def ort_transformer_fusion(source: Path, path: Path, num_heads: int, hidden_size
     prepared = path.with_suffix(".ln.onnx")
     onnx.save(model, str(prepared))
     try:
-        optimized = optimize_model(str(prepared), model_type="bert", num_heads=num_heads,
+        optimized = optimize_model(str(prepared), model_type="bert_tf", num_heads=num_heads,
                                    hidden_size=hidden_size, opt_level=0)
     finally:
         prepared.unlink(missing_ok=True)
