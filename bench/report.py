@@ -38,7 +38,14 @@ def machine() -> dict:
                                 capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = ""
+    try:  # the GPU, where there is one: tables measured on it must say so
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        gpu = []
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory_gb,
+            **({"gpu": gpu[0]} if gpu else {}),
             "python": platform.python_version(), "platform": platform.platform(),
             "commit": commit}
 
@@ -58,6 +65,7 @@ def write_results(name: str, title: str, data: dict, table: str, notes: str = ""
     section = (
         f"## {title}\n\n"
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB, "
+        + (f"GPU {info['gpu']}, " if info.get("gpu") else "") +
         f"Python {info['python']}, commit {info['commit']}. "
         f"Raw numbers: `bench/results/{name}.json`.\n\n{table}\n"
         + (f"\n{notes.strip()}\n" if notes else "")

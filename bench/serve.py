@@ -51,6 +51,8 @@ from tfllm_serving.process import ServerProcess, free_port  # noqa: E402
 HOST = "127.0.0.1"  # the only address this benchmark talks to
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TITLE = "Serving: `tfllm-serve` REST vs. in-process onnxruntime (CPU)"
+PROVIDERS = {"cpu": ("CPUExecutionProvider",),
+             "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider")}
 TARGETS = {"p50_gap_ms": 1.5, "vs_in_process_best_batched": 0.8, "vs_batching_off": 3.0}
 
 
@@ -253,7 +255,8 @@ def percentiles(seconds: list[float]) -> dict:
 class InProcess:
     """Plain onnxruntime + tokenizers, ORT's default session options (all cores)."""
 
-    def __init__(self, vdir: Path, intra_op_threads: int = 0) -> None:
+    def __init__(self, vdir: Path, intra_op_threads: int = 0,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -271,7 +274,11 @@ class InProcess:
             options.intra_op_num_threads = intra_op_threads
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(self.model_path), sess_options=options,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=list(providers))
+        if self.session.get_providers()[0] != providers[0]:
+            raise SystemExit(f"onnxruntime did not start {providers[0]} (available: "
+                             f"{ort.get_available_providers()}); install onnxruntime-gpu "
+                             "and the CUDA 13 runtime, or use --providers cpu")
         types = {"tensor(int32)": np.int32}
         self.inputs = {i.name: types.get(i.type, np.int64) for i in self.session.get_inputs()}
         names = [o.name for o in self.session.get_outputs()]
@@ -480,6 +487,13 @@ def bench_server(server: Server, bodies: list[bytes], texts: list[str], model: I
     server.wait_ready()
     result: dict = {"config": {k: server.config[k] for k in ("batching", "runtime",
                                                             "access_log", "log_level")}}
+    loaded = [json.loads(line) for line in server.log().splitlines()
+              if '"version_loaded"' in line]
+    result["server_providers"] = loaded[-1].get("providers") if loaded else None
+    wanted = server.config["runtime"].get("providers", ["CPUExecutionProvider"])
+    if not result["server_providers"] or result["server_providers"][0] != wanted[0]:
+        raise SystemExit(f"the server runs {result['server_providers']}, not {wanted[0]}:\n"
+                         f"{server.log(2000)}")
     result["max_abs_probability_diff_vs_in_process"] = check_answers(server, texts[:16], model)
     # Warm the server's shapes and the connection path before timing.
     run_clients(server, bodies, max(clients), min(4 * max(clients), requests), seconds)
@@ -570,9 +584,11 @@ def report(results: dict, quick: bool) -> tuple[str, str, dict]:
     b1 = next((r for r in ip["batched"] if r["batch_size"] == 1), None)
     gain = ip["best_batched"]["sequences_per_s"] / b1["sequences_per_s"] if b1 else None
     ceiling = (f"In-process, the best batch runs {gain:.2f}× as many sequences/s as batch 1: "
-               "that bounds what batching on ÷ off can reach on this CPU. ") if gain else ""
+               "that bounds what batching on ÷ off can reach on this device. ") if gain else ""
     notes = (
         f"{'**Quick run (tiny counts, not a measurement).** ' if quick else ''}"
+        f"Execution providers (server and in-process): "
+        f"{', '.join(rt.get('providers', ['CPUExecutionProvider']))}. "
         f"Artifact: {model}; max_len {m['max_len']}. Requests: SST-2 dev sentences, one "
         "per REST `:predict` request (`{\"instances\": [text]}`, row format, text tokenized "
         "by the server), cycled; the in-process side tokenizes with the same tokenizer.json "
@@ -631,6 +647,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="server batching.batch_timeout_micros (default 0)")
     p.add_argument("--max-batch-size", type=int, default=32,
                    help="server batching.max_batch_size (default 32)")
+    p.add_argument("--providers", choices=sorted(PROVIDERS), default="cpu",
+                   help="cpu (default), or cuda: the CUDA execution provider for both the "
+                        "in-process session and the server; results go to serve-cuda")
     p.add_argument("--quick", action="store_true",
                    help="tiny run (2-layer model, 40 requests, 3 s caps); prints, writes nothing")
     p.add_argument("--write", action="store_true", help="write results even with --quick")
@@ -660,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({model_info['parameters'] / 1e6:.1f} M params, vocab "
                   f"{model_info['vocab']}) in {time.perf_counter() - t0:.1f} s", flush=True)
 
-        model = InProcess(vdir)
+        providers = PROVIDERS[args.providers]
+        model = InProcess(vdir, providers=providers)
         results: dict = {"model": model_info, "requests": args.requests,
                          "seconds": args.seconds, "cores": os.cpu_count(),
                          "quick": args.quick, "texts": "SST-2 dev"}
@@ -670,7 +690,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "batch_timeout_micros": args.batch_timeout_micros,
                                  "num_batch_threads": args.num_batch_threads},
                     "runtime": {"intra_op_threads": args.intra_op_threads,
-                                "intra_op_spinning": args.intra_op_spinning}}
+                                "intra_op_spinning": args.intra_op_spinning,
+                                "providers": list(providers)}}
         for enabled, key in ((True, "server_batching_on"), (False, "server_batching_off")):
             phase = {s: dict(v) for s, v in settings.items()}
             phase["batching"]["enabled"] = enabled
@@ -689,8 +710,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(notes)
         if not args.quick or args.write:
-            write_results("serve", TITLE, results, table, notes)
-            print("\nwrote bench/results/serve.json and docs/results.md")
+            name, title = (("serve", TITLE) if args.providers == "cpu" else
+                           ("serve-cuda", TITLE.replace("(CPU)", "(GPU, CUDA execution provider)")))
+            write_results(name, title, results, table, notes)
+            print(f"\nwrote bench/results/{name}.json and docs/results.md")
     finally:
         for server in servers:
             server.stop()
