@@ -31,7 +31,8 @@ RUNS: dict[str, tuple[str, list[str], str, str]] = {
         "test accuracy (20% split)", ">= 95.0"),
     "financial_phrasebank-lr1e-4-fgm": ("financial_phrasebank", [
         "train.learning_rate=1e-4", "train.epochs=10", "train.early_stopping_patience=3",
-        "method.fgm_epsilon=1.0"], "test accuracy (20% split)", ">= 95.0"),
+        "train.bucket_by_length=true", "method.fgm_epsilon=1.0"],
+        "test accuracy (20% split)", ">= 95.0"),
     "banking77": ("banking77", [], "test accuracy", ">= 92.0"),
     "sst2": ("sst2", ["task.max_train_examples=null", "train.learning_rate=1e-4",
                       "train.bucket_by_length=true"], "dev accuracy", ">= 90.0"),
