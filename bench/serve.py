@@ -50,9 +50,11 @@ from tfllm_serving.process import ServerProcess, free_port  # noqa: E402
 
 HOST = "127.0.0.1"  # the only address this benchmark talks to
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-TITLE = "Serving: `tfllm-serve` REST vs. in-process onnxruntime (CPU)"
-PROVIDERS = {"cpu": ("CPUExecutionProvider",),
-             "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider")}
+TITLE = "Serving: `tfllm-serve` REST vs. in-process onnxruntime"
+# --providers -> (onnxruntime providers, results name, the device in the section title)
+PROVIDERS = {"cpu": (("CPUExecutionProvider",), "serve", "CPU"),
+             "cuda": (("CUDAExecutionProvider", "CPUExecutionProvider"), "serve-cuda",
+                      "GPU, CUDA execution provider")}
 TARGETS = {"p50_gap_ms": 1.5, "vs_in_process_best_batched": 0.8, "vs_batching_off": 3.0}
 
 
@@ -490,7 +492,7 @@ def bench_server(server: Server, bodies: list[bytes], texts: list[str], model: I
     loaded = [json.loads(line) for line in server.log().splitlines()
               if '"version_loaded"' in line]
     result["server_providers"] = loaded[-1].get("providers") if loaded else None
-    wanted = server.config["runtime"].get("providers", ["CPUExecutionProvider"])
+    wanted = server.config["runtime"]["providers"]
     if not result["server_providers"] or result["server_providers"][0] != wanted[0]:
         raise SystemExit(f"the server runs {result['server_providers']}, not {wanted[0]}:\n"
                          f"{server.log(2000)}")
@@ -588,7 +590,7 @@ def report(results: dict, quick: bool) -> tuple[str, str, dict]:
     notes = (
         f"{'**Quick run (tiny counts, not a measurement).** ' if quick else ''}"
         f"Execution providers (server and in-process): "
-        f"{', '.join(rt.get('providers', ['CPUExecutionProvider']))}. "
+        f"{', '.join(rt['providers'])}. "
         f"Artifact: {model}; max_len {m['max_len']}. Requests: SST-2 dev sentences, one "
         "per REST `:predict` request (`{\"instances\": [text]}`, row format, text tokenized "
         "by the server), cycled; the in-process side tokenizes with the same tokenizer.json "
@@ -679,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({model_info['parameters'] / 1e6:.1f} M params, vocab "
                   f"{model_info['vocab']}) in {time.perf_counter() - t0:.1f} s", flush=True)
 
-        providers = PROVIDERS[args.providers]
+        providers, results_name, device = PROVIDERS[args.providers]
         model = InProcess(vdir, providers=providers)
         results: dict = {"model": model_info, "requests": args.requests,
                          "seconds": args.seconds, "cores": os.cpu_count(),
@@ -710,10 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(notes)
         if not args.quick or args.write:
-            name, title = (("serve", TITLE) if args.providers == "cpu" else
-                           ("serve-cuda", TITLE.replace("(CPU)", "(GPU, CUDA execution provider)")))
-            write_results(name, title, results, table, notes)
-            print(f"\nwrote bench/results/{name}.json and docs/results.md")
+            write_results(results_name, f"{TITLE} ({device})", results, table, notes)
+            print(f"\nwrote bench/results/{results_name}.json and docs/results.md")
     finally:
         for server in servers:
             server.stop()
