@@ -106,18 +106,24 @@ def batched(x: dict, y: np.ndarray | None, batch: int, shuffle: bool, seed: int,
 
 
 def predict_logits(model: Any, tokenizer: Tokenizer, examples: list[Example], max_len: int,
-                   batch: int = 64, truncation: str = "head") -> np.ndarray:
-    """Classifier logits [n, classes] for examples."""
+                   batch: int = 64, truncation: str = "head", progress: bool = False) -> np.ndarray:
+    """Classifier logits [n, classes] for examples (a Keras progress bar if `progress`)."""
     x = classification_features(tokenizer, examples, max_len, truncation)
-    return model.predict(batched(x, None, batch, False, 0), verbose=0)
+    return model.predict(batched(x, None, batch, False, 0), verbose=1 if progress else 0)
 
 
-def predict_token_logits(model: Any, x: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+def predict_token_logits(model: Any, x: dict[str, np.ndarray], batch: int = 64,
+                         progress: bool = False) -> np.ndarray:
     """Tagger logits [n, width, labels], each batch padded back to the inputs' width
     (batches have different widths, so Keras' predict cannot concatenate them)."""
+    import keras
+
     width = x["token_ids"].shape[1]
     chunks = []
+    bar = keras.utils.Progbar(-(-len(x["token_ids"]) // batch)) if progress else None
     for features in batched(x, None, batch, False, 0):
+        if bar:
+            bar.add(1)
         logits = np.asarray(model.predict_on_batch(features))
         chunks.append(np.pad(logits, ((0, 0), (0, width - logits.shape[1]), (0, 0))))
     return np.concatenate(chunks)

@@ -198,18 +198,19 @@ def _apply_method(method: MethodConfig, backbone) -> None:
 
 
 def score_examples(model, tokenizer, examples: list, names: list[str], task: TaskConfig,
-                   quiet: bool = False) -> dict:
-    """The task's metrics.json keys for `model` on labelled examples or CoNLL sentences."""
+                   quiet: bool = False, progress: bool = False) -> dict:
+    """The task's metrics.json keys for `model` on labelled examples or CoNLL sentences
+    (`quiet` silences the printed report, `progress` shows a progress bar)."""
     if task.type == "token_classification":
         index = {name: i for i, name in enumerate(names)}
         enc = encode_tagged(tokenizer, [s.words for s in examples], None, index, task.max_len)
-        token_ids = predict_token_logits(model, keras_inputs(enc)).argmax(-1)
+        token_ids = predict_token_logits(model, keras_inputs(enc), progress=progress).argmax(-1)
         predicted = words_from_token_predictions(enc["first_token"], token_ids, names,
                                                  [len(s.words) for s in examples])
         return entity_metrics([s.tags for s in examples], predicted, names, quiet=quiet)
     labels = np.array([names.index(e.label) for e in examples])
     predicted = predict_logits(model, tokenizer, examples, task.max_len,
-                               truncation=task.truncation).argmax(-1)
+                               truncation=task.truncation, progress=progress).argmax(-1)
     return classification_metrics(labels, predicted, names, quiet=quiet)
 
 
@@ -329,7 +330,8 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     train_seconds = time.perf_counter() - started
 
     # 5. Evaluate and write the RUN_DIR.
-    metrics = score_examples(model, tokenizer, evaluation, names, task, quiet=quiet)
+    metrics = score_examples(model, tokenizer, evaluation, names, task, quiet=quiet,
+                             progress=not quiet)
     epochs_run = len(history.history["loss"])
     metrics.update({
         "train_examples": len(train), "eval_examples": len(evaluation),
@@ -346,7 +348,10 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
         "trainable_params": trainable_count(model), "total_params": int(model.count_params()),
     })
     if test:
-        metrics["test"] = score_examples(model, tokenizer, test, names, task, quiet=True)
+        if not quiet:
+            print(f"scoring {len(test):,} test examples")
+        metrics["test"] = score_examples(model, tokenizer, test, names, task, quiet=True,
+                                         progress=not quiet)
     save_plots(out, history.history, metrics["confusion_matrix"], names)
     if method.name == "lora":
         backbone.save_lora_weights(str(out / "adapter.lora.h5"))
