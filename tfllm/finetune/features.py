@@ -122,8 +122,8 @@ def predict_token_logits(model: Any, x: dict[str, np.ndarray], batch: int = 64,
     chunks = []
     bar = keras.utils.Progbar(-(-len(x["token_ids"]) // batch)) if progress else None
     for features in batched(x, None, batch, False, 0):
-        if bar:
-            bar.add(1)
         logits = np.asarray(model.predict_on_batch(features))
         chunks.append(np.pad(logits, ((0, 0), (0, width - logits.shape[1]), (0, 0))))
+        if bar:
+            bar.add(1)
     return np.concatenate(chunks)

@@ -50,7 +50,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path, quiet: bool = False) -> 
                                  label_column=task.label_column,
                                  text_pair_column=task.text_pair_column, fmt=task.format)
     check_known_labels(examples, names, "evaluation")
-    metrics = score_examples(model, tokenizer, examples, names, task, quiet=quiet)
+    metrics = score_examples(model, tokenizer, examples, names, task, quiet=quiet,
+                             progress=not quiet)
     metrics["examples"] = len(examples)
     if not quiet:
         keys = ("entity_f1", "entity_precision", "entity_recall") if "entity_f1" in metrics \
