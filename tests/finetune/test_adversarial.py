@@ -53,7 +53,8 @@ def test_one_fgm_step_applies_clean_plus_adversarial_gradients_and_restores_the_
     trainer.train_on_batch(x, y)
 
     for variable, want in zip(trainable, expected, strict=True):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), want, atol=1e-5, err_msg=variable.path)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), want, atol=1e-5,
+                                   err_msg=variable.path)
     if frozen_embeddings:  # the perturbation was taken back exactly
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(table), table_before)
     else:  # rows never looked up got no gradient and no leftover perturbation
