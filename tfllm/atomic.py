@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from tfllm.errors import InputError
 
 
-def _umask() -> int:
-    # The only portable way to read the umask is to set it; mkstemp/mkdtemp ignore it (0600/0700).
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _temporary_name(path: Path) -> Path:
+    # Not mkstemp/mkdtemp: they force 0600/0700; creating with O_EXCL keeps the umask's mode.
+    return path.parent / f".{path.name}.tmp-{secrets.token_hex(8)}"
 
 
 @contextlib.contextmanager
@@ -40,9 +38,9 @@ def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
         else:
             raise InputError(f"output already exists: {out} (choose another --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = _temporary_name(out)
+    tmp.mkdir()
     try:
-        tmp.chmod(0o777 & ~_umask())
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -60,11 +58,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a file via a temporary name in the same folder, then rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    tmp = _temporary_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -32,7 +32,7 @@ def test_one_fgm_step_applies_clean_plus_adversarial_gradients_and_restores_the_
 
     # The reference: dense gradient of the whole table, whole-table perturbation.
     trainable = list(model.trainable_variables)
-    before = [np.array(v) for v in trainable]
+    before = [keras.ops.convert_to_numpy(v) for v in trainable]
     table_before = keras.ops.convert_to_numpy(table)
 
     def grads_at(emb: np.ndarray) -> tuple[list, np.ndarray]:
