@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from flops import train_flops_per_sample  # noqa: E402
 from report import markdown_table, write_results  # noqa: E402
 
 from tfllm.config import PretrainDataConfig, load_config  # noqa: E402
@@ -49,14 +50,6 @@ def matmul_peak(dtype: tf.DType, n: int = 2048, repeats: int = 20) -> float:
         run(a).numpy()
         best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9)
     return best
-
-
-def train_flops_per_sample(layers: int, hidden: int, ffn: int, seq: int, predictions: int,
-                           vocab: int) -> float:
-    """3x the forward matmul FLOPs: projections, attention, feed-forward, MLM head."""
-    per_layer = 2 * seq * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * seq * seq * hidden
-    head = 2 * predictions * (hidden * hidden + hidden * vocab)
-    return 3 * (layers * per_layer + head)
 
 
 def step_breakdown(cfg: PretrainConfig, info, precision: str, repeats: int = 15) -> dict:
