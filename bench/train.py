@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from flops import train_flops_per_sample  # noqa: E402
+from flops import best_gflops, train_flops_per_sample  # noqa: E402
 from report import markdown_table, write_results  # noqa: E402
 
 from tfllm.config import PretrainDataConfig, load_config  # noqa: E402
@@ -44,12 +44,7 @@ def matmul_peak(dtype: tf.DType, n: int = 2048, repeats: int = 20) -> float:
         return x
 
     run(a)
-    best = 0.0
-    for _ in range(3):
-        started = time.perf_counter()
-        run(a).numpy()
-        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9)
-    return best
+    return best_gflops(lambda: run(a).numpy(), 2 * n**3 * repeats)
 
 
 def step_breakdown(cfg: PretrainConfig, info, precision: str, repeats: int = 15) -> dict:

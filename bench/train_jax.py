@@ -24,7 +24,7 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from flops import train_flops_per_sample  # noqa: E402
+from flops import best_gflops, train_flops_per_sample  # noqa: E402
 from report import markdown_table, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,12 +43,7 @@ def matmul_peak(dtype: str, n: int, repeats: int = 10, precision: str | None = N
         return x
 
     run(a).block_until_ready()
-    best = 0.0
-    for _ in range(3):
-        started = time.perf_counter()
-        run(a).block_until_ready()
-        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9)
-    return best
+    return best_gflops(lambda: run(a).block_until_ready(), 2 * n**3 * repeats)
 
 
 def synthetic_batches(samples: int, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
