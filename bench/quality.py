@@ -170,8 +170,8 @@ def main() -> int:
              "(`python -c 'from tfllm.models.checkpoints import minilm_dir; print(minilm_dir())'`). "
              "CPU only, one run at a time. Subsampling is in each config "
              "(`task.max_train_examples`) and stated in the train examples column. "
-             "`RUNS/ncbi_disease-train+valid.txt` is NCBI-disease train.txt and valid.txt joined "
-             "(`bench/quality.py` writes it).")
+             + " ".join(f"`RUNS/{name}` is {' and '.join(parts)} joined (`bench/quality.py` "
+                        "writes it)." for name, parts in JOINED.items()))
     write_results("quality", "Fine-tuning quality from all-MiniLM-L6-v2 (CPU)", data, table, notes)
     print(table)
     return 0

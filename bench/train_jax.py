@@ -57,18 +57,19 @@ def synthetic_batches(samples: int, seed: int = 0) -> tuple[dict, np.ndarray, np
         (samples, PREDICTIONS), np.float32)
 
 
-def keras_hub_fit_rate(model_cfg: dict, precision: str, batch: int, steps: int,
+def keras_hub_fit_rate(cfg: dict, precision: str, batch: int, steps: int,
                        warmup: int) -> tuple[float, float]:
     """Samples/s of `BertMaskedLM.fit` over `steps` steps after a `warmup`-step fit (compiles)."""
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(42)
+    model_cfg = cfg["model"]
     backbone = keras_hub.models.BertBackbone(
         vocabulary_size=VOCAB, num_layers=model_cfg["num_layers"],
         num_heads=model_cfg["num_heads"], hidden_dim=model_cfg["hidden_dim"],
         intermediate_dim=model_cfg["intermediate_dim"],
         max_sequence_length=model_cfg["max_sequence_length"])
     model = keras_hub.models.BertMaskedLM(backbone)
-    model.compile(optimizer=keras.optimizers.AdamW(5e-4),
+    model.compile(optimizer=keras.optimizers.AdamW(cfg["optimizer"]["learning_rate"]),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()])
     x, y, w = synthetic_batches(batch * (steps + warmup))
@@ -77,11 +78,11 @@ def keras_hub_fit_rate(model_cfg: dict, precision: str, batch: int, steps: int,
     fit = keras.Model.fit
     head = slice(0, batch * warmup)
     fit(model, {k: v[head] for k, v in x.items()}, y[head], sample_weight=w[head],
-              batch_size=batch, epochs=1, shuffle=False, verbose=0)
+        batch_size=batch, epochs=1, shuffle=False, verbose=0)
     rest = slice(batch * warmup, None)
     started = time.perf_counter()
     history = fit(model, {k: v[rest] for k, v in x.items()}, y[rest], sample_weight=w[rest],
-                        batch_size=batch, epochs=1, shuffle=False, verbose=0)
+                  batch_size=batch, epochs=1, shuffle=False, verbose=0)
     # fit returns host floats for the epoch's logs, so every step has finished here
     elapsed = time.perf_counter() - started
     keras.mixed_precision.set_global_policy("float32")
@@ -96,8 +97,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--peak-n", type=int, default=8192)
     args = parser.parse_args()
-    model_cfg = yaml.safe_load((REPO / "configs" / "pretrain" / f"{args.size}.yaml").read_text())
-    model_cfg = model_cfg["model"]
+    cfg = yaml.safe_load((REPO / "configs" / "pretrain" / f"{args.size}.yaml").read_text())
+    model_cfg = cfg["model"]
     device = jax.devices()[0]
     peaks = {"float32 (XLA default, TF32 allowed)": matmul_peak("float32", args.peak_n),
              "float32 (precision=highest)": matmul_peak("float32", args.peak_n,
@@ -113,7 +114,7 @@ def main() -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         fp32_rate = None
         for precision in ("float32", "mixed_float16", "mixed_bfloat16"):
-            rate, loss = keras_hub_fit_rate(model_cfg, precision, batch, args.steps, args.warmup)
+            rate, loss = keras_hub_fit_rate(cfg, precision, batch, args.steps, args.warmup)
             fp32_rate = fp32_rate or rate
             result = {"precision": precision, "batch": batch, "samples_per_second": rate,
                       "tokens_per_second": rate * SEQ, "step_ms": 1000 * batch / rate,
