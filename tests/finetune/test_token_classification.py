@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from tests.finetune.conftest import TINY_FT
 from tfllm.cli import main
 from tfllm.data.readers import ReadReport
 from tfllm.data.tasks import read_tagged
-from tfllm.finetune.tagging import IGNORE, encode_tagged, words_from_token_predictions
+from tfllm.finetune.tagging import IGNORE, decode_tags, encode_tagged
 from tfllm.models.checkpoints import load_checkpoint
 from tfllm.tokenization.wordpiece import load_tokenizer
 
@@ -42,10 +43,39 @@ def test_labels_sit_on_the_first_sub_token_of_each_real_conll_word(tmp_path, dat
             assert not piece.startswith("##") and word.lower().startswith(piece.lower()[:1])
         split_words += len(sentence.words) < enc["attention_mask"][row].sum() - 2
     assert split_words > 50  # real words do split into several sub-tokens
-    # Gold labels placed on tokens read back as the gold tags.
-    back = words_from_token_predictions(enc["first_token"], np.maximum(enc["labels"], 0), names,
-                                        [len(s.words) for s in sentences])
-    assert back == [s.tags for s in sentences]
+    # Gold labels placed on tokens read back as the gold tags, under either decoding.
+    gold_logits = 10.0 * np.eye(len(names))[np.maximum(enc["labels"], 0)]
+    for decoding in ("bio", "argmax"):
+        back = decode_tags(enc["first_token"], gold_logits, names,
+                           [len(s.words) for s in sentences], decoding)
+        assert back == [s.tags for s in sentences]
+
+
+def test_bio_decoding_finds_the_best_sequence_that_opens_no_entity_with_i(data_dir):
+    names = sorted({t for s in read_tagged(data_dir / "ncbi_disease" / "valid.txt")
+                    for t in s.tags})
+    assert names == ["B-Disease", "I-Disease", "O"]
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=2.0, size=(200, 7, 3))
+    first = np.tile(np.arange(1, 6), (200, 1))  # five words on tokens 1..5
+    argmax = decode_tags(first, logits, names, [5] * 200, "argmax")
+    bio = decode_tags(first, logits, names, [5] * 200, "bio")
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+    def valid(tags) -> bool:
+        return all(t != "I-Disease" or p in ("B-Disease", "I-Disease")
+                   for p, t in zip(("O", *tags), tags, strict=False))
+
+    def score(row, tags) -> float:
+        return sum(log_probs[row, 1 + i, names.index(t)] for i, t in enumerate(tags))
+
+    for row in range(200):
+        best = max((tags for tags in itertools.product(names, repeat=5) if valid(tags)),
+                   key=lambda tags, row=row: score(row, tags))
+        assert bio[row] == list(best)
+        if valid(argmax[row]):
+            assert bio[row] == argmax[row]
+    assert sum(not valid(tags) for tags in argmax) > 50  # random scores do break BIO often
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +121,22 @@ def test_a_malformed_conll_line_names_file_and_line_and_leaves_no_run(tmp_path, 
                "--out", str(out), "--train", str(bad), *TINY_FT])
     assert rc == 2
     assert f"{bad}:6: expected 4 columns, found 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_iob1_tags_under_bio_decoding_name_file_and_line_and_leave_no_run(tmp_path, conll_slice,
+                                                                         capsys):
+    lines = conll_slice["train"].read_text().splitlines()
+    assert lines[2] == "EU NNP B-NP B-ORG"
+    lines[2] = "EU NNP B-NP I-ORG"  # IOB1 opens an entity with I- after O
+    iob1 = tmp_path / "iob1.txt"
+    iob1.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    rc = main(["finetune", "--config", "configs/finetune/conll2003.yaml", "--init", "none",
+               "--out", str(out), "--train", str(iob1), *TINY_FT])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"{iob1}:3: tag 'I-ORG' after 'O' is not IOB2" in err and "task.decoding=argmax" in err
     assert not out.exists()
 
 

@@ -76,12 +76,12 @@ def predict_texts(run_dir: str | Path, texts: list[str], out=None) -> list[dict]
     if cfg.task.type == "token_classification":
         from seqeval.metrics.sequence_labeling import get_entities
 
-        from tfllm.finetune.tagging import encode_tagged, words_from_token_predictions
+        from tfllm.finetune.tagging import decode_tags, encode_tagged
 
         words = [t.split() for t in texts]
         enc = encode_tagged(tokenizer, words, None, None, cfg.task.max_len)
-        ids = predict_token_logits(model, keras_inputs(enc)).argmax(-1)
-        tags = words_from_token_predictions(enc["first_token"], ids, names, [len(w) for w in words])
+        tags = decode_tags(enc["first_token"], predict_token_logits(model, keras_inputs(enc)),
+                           names, [len(w) for w in words], cfg.task.decoding)
         for text, w, t in zip(texts, words, tags, strict=True):
             entities = [{"type": kind, "start": start, "end": end + 1,
                          "text": " ".join(w[start:end + 1])} for kind, start, end in get_entities(t)]

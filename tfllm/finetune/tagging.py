@@ -2,19 +2,26 @@
 
 The loss sees one label per word (its first sub-token); the other sub-tokens, [CLS],
 [SEP] and padding carry `IGNORE` and are skipped (`ignore_class` in the Keras loss).
-Predictions go back to words the same way: a word's tag is its first sub-token's.
+Predictions go back to words the same way: a word's scores are its first sub-token's.
+Decoding `bio` picks the best tag sequence in which every I-X follows B-X or I-X (Viterbi
+over the words' log-probabilities, with those transitions forbidden); `argmax` takes
+each word's own best tag, which can open an entity with I-X.
 
 Example:
 
->>> from tfllm.finetune.tagging import encode_tagged, words_from_token_predictions
+>>> import numpy as np
+>>> from tfllm.finetune.tagging import decode_tags, encode_tagged
 >>> from tfllm.tokenization.wordpiece import build_bert_tokenizer
 >>> tok = build_bert_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "new",
 ...                             "york", "##er", "lives"])
 >>> enc = encode_tagged(tok, [["Yorker", "lives"]], [["B-X", "O"]], {"B-X": 0, "O": 1}, 8)
 >>> enc["labels"][0].tolist()   # [CLS] york ##er lives [SEP] (padding)
 [-100, 0, -100, 1, -100]
->>> words_from_token_predictions(enc["first_token"], [[9, 0, 9, 1, 9]], ["B-X", "O"], [2])
-[['B-X', 'O']]
+>>> logits = np.log([[[.5, .5], [.6, .4], [.5, .5], [.9, .1], [.5, .5]]])
+>>> decode_tags(enc["first_token"], logits, ["I-X", "O"], [2], "argmax")
+[['I-X', 'I-X']]
+>>> decode_tags(enc["first_token"], logits, ["I-X", "O"], [2], "bio")  # no entity opens with I-
+[['O', 'O']]
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.special import log_softmax
 from tokenizers import Tokenizer
 
+from tfllm.errors import InputError
+
 IGNORE = -100
+DECODINGS = ("bio", "argmax")
 
 
 def encode_tagged(tokenizer: Tokenizer, words: Sequence[Sequence[str]],
@@ -59,12 +70,65 @@ def encode_tagged(tokenizer: Tokenizer, words: Sequence[Sequence[str]],
     }
 
 
-def words_from_token_predictions(first_token: np.ndarray, token_predictions, names: list[str],
-                                 word_counts: Sequence[int], fill: str = "O") -> list[list[str]]:
-    """One tag per word from per-token class ids; words cut off by max_len get `fill`."""
+def decode_tags(first_token: np.ndarray, logits: np.ndarray, names: list[str],
+                word_counts: Sequence[int], decoding: str = "bio",
+                fill: str = "O") -> list[list[str]]:
+    """One tag per word from per-token logits [batch, tokens, labels] (see the module
+    docstring for `decoding`); words cut off by max_len get `fill`."""
+    if decoding not in DECODINGS:
+        raise InputError(f"task.decoding must be one of {DECODINGS}, not {decoding!r}")
+    transitions, start = _bio_constraints(names)
     tags = []
     for row, count in enumerate(word_counts):
         positions = first_token[row][:count]
-        tags.append([names[int(token_predictions[row][p])] if p >= 0 else fill
-                     for p in positions])
+        kept = positions[positions >= 0]  # truncation drops a tail, so the kept words lead
+        scores = log_softmax(np.asarray(logits[row], dtype=np.float64)[kept], axis=-1)
+        if decoding == "argmax" or len(kept) == 0:
+            ids = scores.argmax(-1).tolist()
+        else:
+            ids = _viterbi(scores, transitions, start)
+        tags.append([names[i] for i in ids] + [fill] * (count - len(kept)))
     return tags
+
+
+def _bio_constraints(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Additive [from, to] transition and start scores: -inf where an I-X would follow
+    anything but B-X or I-X (or open the sentence), 0 elsewhere."""
+    transitions = np.zeros((len(names), len(names)))
+    start = np.zeros(len(names))
+    for to, name in enumerate(names):
+        if name.startswith("I-"):
+            start[to] = -np.inf
+            for source, previous in enumerate(names):
+                if previous not in (f"B-{name[2:]}", name):
+                    transitions[source, to] = -np.inf
+    return transitions, start
+
+
+# Hand-written: keras-hub and the libraries DESIGN.md names have no sequence decoder.
+def _viterbi(scores: np.ndarray, transitions: np.ndarray, start: np.ndarray) -> list[int]:
+    total = start + scores[0]
+    back = np.zeros(scores.shape, dtype=np.int64)
+    for t in range(1, len(scores)):
+        candidates = total[:, None] + transitions
+        back[t] = candidates.argmax(0)
+        total = candidates.max(0) + scores[t]
+    path = [int(total.argmax())]
+    for t in range(len(scores) - 1, 0, -1):
+        path.append(int(back[t, path[-1]]))
+    return path[::-1]
+
+
+def check_decoding(sentences: Sequence, decoding: str) -> None:
+    """A known `decoding`, and under `bio` IOB2 tags (an I-X only after B-X or I-X): IOB1
+    data, whose I-X may open an entity, needs `argmax`."""
+    if decoding not in DECODINGS:
+        raise InputError(f"task.decoding must be one of {DECODINGS}, not {decoding!r}")
+    for sentence in sentences if decoding == "bio" else ():
+        previous = "O"
+        for offset, tag in enumerate(sentence.tags):
+            if tag.startswith("I-") and previous not in (f"B-{tag[2:]}", tag):
+                raise InputError(
+                    f"{sentence.source}:{sentence.line + offset}: tag {tag!r} after "
+                    f"{previous!r} is not IOB2; set task.decoding=argmax for IOB1 tags")
+            previous = tag

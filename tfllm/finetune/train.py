@@ -46,7 +46,7 @@ from tfllm.finetune.features import (
 )
 from tfllm.finetune.metrics import classification_metrics, entity_metrics, save_plots
 from tfllm.finetune.peft import enable_lora, freeze, trainable_count
-from tfllm.finetune.tagging import IGNORE, encode_tagged, words_from_token_predictions
+from tfllm.finetune.tagging import IGNORE, check_decoding, decode_tags, encode_tagged
 from tfllm.models.backbone import SIZES, BackboneConfig, build_backbone
 from tfllm.models.checkpoints import load_checkpoint
 from tfllm.models.run_dir import save_run_dir
@@ -77,6 +77,7 @@ class TaskConfig:
     max_len: int = 128
     truncation: str = "head"  # or head_tail (long single texts)
     tag_column: int = -1  # CoNLL column holding the tag
+    decoding: str = "bio"  # NER: "bio" (no entity opens with I-X; Viterbi) or "argmax" (IOB1 tags)
 
 
 @dataclass
@@ -204,9 +205,9 @@ def score_examples(model, tokenizer, examples: list, names: list[str], task: Tas
     if task.type == "token_classification":
         index = {name: i for i, name in enumerate(names)}
         enc = encode_tagged(tokenizer, [s.words for s in examples], None, index, task.max_len)
-        token_ids = predict_token_logits(model, keras_inputs(enc), progress=progress).argmax(-1)
-        predicted = words_from_token_predictions(enc["first_token"], token_ids, names,
-                                                 [len(s.words) for s in examples])
+        logits = predict_token_logits(model, keras_inputs(enc), progress=progress)
+        predicted = decode_tags(enc["first_token"], logits, names,
+                                [len(s.words) for s in examples], task.decoding)
         return entity_metrics([s.tags for s in examples], predicted, names, quiet=quiet)
     labels = np.array([names.index(e.label) for e in examples])
     predicted = predict_logits(model, tokenizer, examples, task.max_len,
@@ -247,6 +248,7 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     if tagging:
         train, evaluation, test = _load_sentences(task)
         names = label_set([tag for s in train for tag in s.tags])
+        check_decoding(train, task.decoding)
     else:
         train, evaluation, test = _load_examples(task)
         names = label_set([e.label for e in train])
