@@ -5,6 +5,7 @@ runs (metrics.json present) are kept, so the script can be re-run to add runs. R
 `bench/results/quality.json` and the "Fine-tuning quality" table in docs/results.md.
 
     python bench/quality.py --runs financial_phrasebank,banking77 --out bench/runs
+    python bench/quality.py --runs ncbi_disease-fgm+bio --out bench/runs   # re-score a run
     python bench/quality.py --table-only --out bench/runs
 """
 
@@ -82,6 +83,13 @@ RUNS: dict[str, tuple[str, list[str], str, str]] = {
 }
 
 
+# name -> (fine-tuned run, labelled file): a finished run scored again by `tfllm evaluate`.
+# The NER runs trained before BIO-constrained decoding existed were scored with argmax.
+RESCORED: dict[str, tuple[str, str]] = {
+    f"{run}+bio": (run, "ncbi_disease/test.txt")
+    for run in ("ncbi_disease-fgm", "ncbi_disease-b16", "ncbi_disease-fgm-train+valid")}
+
+
 # Training files joined from shared ones (runs name them as JOINED:<name>); written under --out.
 JOINED = {"ncbi_disease-train+valid.txt": ["ncbi_disease/train.txt", "ncbi_disease/valid.txt"]}
 
@@ -111,6 +119,30 @@ def command(name: str, out: Path) -> list[str]:
     return cmd
 
 
+def rescore_command(name: str, out: Path) -> list[str]:
+    run, data = RESCORED[name]
+    return ["tfllm", "evaluate", "--model", str(out / run), "--data", f"DATA/{data}"]
+
+
+def rescore(name: str, out: Path) -> None:
+    """`out/<name>.json`: the run's metrics with `test` from `tfllm evaluate` (its printed
+    JSON line), written only when the evaluation succeeds."""
+    from tfllm.atomic import atomic_write_text
+    from tfllm.data.locations import data_root
+
+    cmd = rescore_command(name, out)
+    print("+", shlex.join(cmd), flush=True)
+    cmd[0] = str(Path(sys.executable).parent / "tfllm")
+    cmd[-1] = str(data_root() / RESCORED[name][1])
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: exit {done.returncode}\n{done.stderr[-2000:]}")
+    metrics = json.loads((out / RESCORED[name][0] / "metrics.json").read_text())
+    metrics["test"] = json.loads(done.stdout.strip().splitlines()[-1])
+    metrics["decoding"] = metrics["test"]["decoding"]
+    atomic_write_text(out / f"{name}.json", json.dumps(metrics, indent=1))
+
+
 def score(metrics: dict, name: str) -> float:
     source = metrics.get("test", metrics)
     key = "entity_f1" if "entity_f1" in source else "accuracy"
@@ -127,8 +159,13 @@ def main() -> int:
     checkpoint = minilm()
     if not args.table_only:
         for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
-            if name not in RUNS:
-                parser.error(f"unknown run {name!r} (choose from {', '.join(RUNS)})")
+            if name not in RUNS and name not in RESCORED:
+                parser.error(f"unknown run {name!r} "
+                             f"(choose from {', '.join([*RUNS, *RESCORED])})")
+            if name in RESCORED:
+                if not (out / f"{name}.json").is_file():
+                    rescore(name, out)
+                continue
             if (out / name / "metrics.json").is_file():
                 continue
             for value in RUNS[name][1]:
@@ -147,29 +184,38 @@ def main() -> int:
     stored = RESULTS / "quality.json"
     previous = json.loads(stored.read_text()) if stored.is_file() else {}
     rows, data, commit = [], {}, machine()["commit"]
-    for name, (_, _, measured, target) in RUNS.items():
-        path = out / name / "metrics.json"
+    entries = [(name, out / name / "metrics.json", command(name, Path("RUNS")), measured, target)
+               for name, (_, _, measured, target) in RUNS.items()]
+    for name, (run, _) in RESCORED.items():
+        _, _, measured, target = RUNS[run]
+        entries.append((name, out / f"{name}.json", rescore_command(name, Path("RUNS")),
+                        measured, target))
+    for name, path, cmd, measured, target in entries:
         if path.is_file():
             metrics = {k: v for k, v in json.loads(path.read_text()).items()
                        if k not in ("confusion_matrix", "per_class")}
-            data[name] = {"command": shlex.join(command(name, Path("RUNS"))),
-                          "commit": commit, "metrics": metrics}
+            data[name] = {"command": shlex.join(cmd), "commit": commit, "metrics": metrics}
         elif isinstance(previous.get(name), dict) and "metrics" in previous[name]:
             data[name] = previous[name]
             metrics = data[name]["metrics"]
         else:
             continue
+        if "entity" in measured:  # runs from before BIO decoding existed used argmax
+            measured = f"{measured} ({metrics.get('decoding', 'argmax')})"
         rows.append([name, measured, score(metrics, name), target, metrics["train_examples"],
                      metrics["epochs_run"], f"{metrics['trainable_params']:,}",
                      f"{100 * metrics['trainable_params'] / metrics['total_params']:.2f}%",
-                     f"{metrics['train_seconds'] / 60:.1f}",
-                     f"`{shlex.join(command(name, Path('RUNS')))}`"])
+                     f"{metrics['train_seconds'] / 60:.1f}", f"`{data[name]['command']}`"])
     table = markdown_table(["run", "metric", "score", "target", "train examples", "epochs",
                             "trainable params", "trainable share", "train min", "command"], rows)
     notes = ("`MINILM` is the all-MiniLM-L6-v2 checkpoint directory "
              "(`python -c 'from tfllm.models.checkpoints import minilm_dir; print(minilm_dir())'`). "
              "CPU only, one run at a time. Subsampling is in each config "
              "(`task.max_train_examples`) and stated in the train examples column. "
+             "`DATA` is the shared data folder (`$TFLLM_DATA`). NER scores name their decoding: "
+             "`bio` is the BIO-constrained Viterbi default, `argmax` each word's own best tag "
+             "(runs trained before `task.decoding` existed; their `+bio` rows re-score the same "
+             "model). "
              + " ".join(f"`RUNS/{name}` is {' and '.join(parts)} joined (`bench/quality.py` "
                         "writes it)." for name, parts in JOINED.items()))
     write_results("quality", "Fine-tuning quality from all-MiniLM-L6-v2 (CPU)", data, table, notes)

@@ -53,9 +53,11 @@ def evaluate_run(run_dir: str | Path, data: str | Path, quiet: bool = False) -> 
     metrics = score_examples(model, tokenizer, examples, names, task, quiet=quiet,
                              progress=not quiet)
     metrics["examples"] = len(examples)
+    if task.type == "token_classification":
+        metrics["decoding"] = task.decoding
     if not quiet:
-        keys = ("entity_f1", "entity_precision", "entity_recall") if "entity_f1" in metrics \
-            else ("accuracy", "macro_f1")
+        keys = ("entity_f1", "entity_precision", "entity_recall", "decoding") \
+            if "entity_f1" in metrics else ("accuracy", "macro_f1")
         print(json.dumps({k: metrics[k] for k in (*keys, "examples")}))
     return metrics
 

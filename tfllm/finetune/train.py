@@ -348,6 +348,7 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
         "epochs_run": epochs_run, "init": init, "init_kind": checkpoint.kind,
         "method": method.name, "fgm_epsilon": method.fgm_epsilon,
         "trainable_params": trainable_count(model), "total_params": int(model.count_params()),
+        **({"decoding": task.decoding} if tagging else {}),
     })
     if test:
         if not quiet:
