@@ -96,7 +96,7 @@ def test_ner_run_writes_seqeval_metrics_and_evaluate_and_predict_agree(ner_run, 
                                                                       capsys):
     metrics = json.loads((ner_run / "metrics.json").read_text())
     assert {"entity_f1", "entity_precision", "entity_recall", "per_type"} <= set(metrics)
-    assert metrics["epochs_run"] == 2
+    assert metrics["epochs_run"] == 2 and metrics["decoding"] == "bio"
     names = json.loads((ner_run / "labels.json").read_text())
     assert set(names) == {"O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC",
                           "I-MISC"}
@@ -104,6 +104,7 @@ def test_ner_run_writes_seqeval_metrics_and_evaluate_and_predict_agree(ner_run, 
     assert main(["evaluate", "--model", str(ner_run), "--data", str(conll_slice["valid"])]) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["entity_f1"] == pytest.approx(metrics["entity_f1"])
+    assert printed["decoding"] == "bio"
     assert main(["predict", "--model", str(ner_run), "EU rejects German call to boycott "
                  "British lamb ."]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
