@@ -111,33 +111,22 @@ def test_ner_run_writes_seqeval_metrics_and_evaluate_and_predict_agree(ner_run, 
     assert len(row["tags"]) == len(row["words"]) == 9 and set(row["tags"]) <= set(names)
 
 
-def test_a_malformed_conll_line_names_file_and_line_and_leaves_no_run(tmp_path, conll_slice,
-                                                                      capsys):
+@pytest.mark.parametrize(("line", "replacement", "expected"), [
+    (5, "broken", "6: expected 4 columns, found 1"),  # one column where the file has four
+    # IOB1 opens an entity with I- after O, which BIO decoding cannot give back
+    (2, "EU NNP B-NP I-ORG", "3: tag 'I-ORG' after 'O' is not IOB2; set task.decoding=argmax"),
+], ids=["malformed-line", "iob1-tags"])
+def test_bad_conll_training_data_names_file_and_line_and_leaves_no_run(
+        tmp_path, conll_slice, capsys, line, replacement, expected):
     lines = conll_slice["train"].read_text().splitlines()
-    lines[5] = "broken"  # one column where the file has four
+    lines[line] = replacement
     bad = tmp_path / "bad.txt"
     bad.write_text("\n".join(lines) + "\n")
     out = tmp_path / "run"
     rc = main(["finetune", "--config", "configs/finetune/conll2003.yaml", "--init", "none",
                "--out", str(out), "--train", str(bad), *TINY_FT])
     assert rc == 2
-    assert f"{bad}:6: expected 4 columns, found 1" in capsys.readouterr().err
-    assert not out.exists()
-
-
-def test_iob1_tags_under_bio_decoding_name_file_and_line_and_leave_no_run(tmp_path, conll_slice,
-                                                                         capsys):
-    lines = conll_slice["train"].read_text().splitlines()
-    assert lines[2] == "EU NNP B-NP B-ORG"
-    lines[2] = "EU NNP B-NP I-ORG"  # IOB1 opens an entity with I- after O
-    iob1 = tmp_path / "iob1.txt"
-    iob1.write_text("\n".join(lines) + "\n")
-    out = tmp_path / "run"
-    rc = main(["finetune", "--config", "configs/finetune/conll2003.yaml", "--init", "none",
-               "--out", str(out), "--train", str(iob1), *TINY_FT])
-    assert rc == 2
-    err = capsys.readouterr().err
-    assert f"{iob1}:3: tag 'I-ORG' after 'O' is not IOB2" in err and "task.decoding=argmax" in err
+    assert f"{bad}:{expected}" in capsys.readouterr().err
     assert not out.exists()
 
 
