@@ -163,8 +163,9 @@ def main() -> int:
                 parser.error(f"unknown run {name!r} "
                              f"(choose from {', '.join([*RUNS, *RESCORED])})")
             if name in RESCORED:
-                if not (out / f"{name}.json").is_file():
-                    rescore(name, out)
+                done, base = out / f"{name}.json", out / RESCORED[name][0] / "metrics.json"
+                if not done.is_file() or done.stat().st_mtime < base.stat().st_mtime:
+                    rescore(name, out)  # again when the run it scores was trained again
                 continue
             if (out / name / "metrics.json").is_file():
                 continue

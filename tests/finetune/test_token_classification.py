@@ -51,6 +51,25 @@ def test_labels_sit_on_the_first_sub_token_of_each_real_conll_word(tmp_path, dat
         assert back == [s.tags for s in sentences]
 
 
+def test_a_word_without_sub_tokens_gets_o_and_the_words_after_it_keep_their_tags(
+        tmp_path, data_dir, minilm_dir):
+    sentences = [s for s in read_tagged(data_dir / "ncbi_disease" / "valid.txt")[:100]
+                 if "B-Disease" in s.tags[1:]]
+    assert len(sentences) > 20
+    names = ["B-Disease", "I-Disease", "O"]
+    index = {n: i for i, n in enumerate(names)}
+    tokenizer = load_tokenizer(load_checkpoint(str(minilm_dir), tmp_path).tokenizer_dir)
+    # a zero-width space normalizes to nothing, so it has no sub-token at all
+    words = [[s.words[0], "\u200b", *s.words[1:]] for s in sentences]
+    tags = [[s.tags[0], "O", *s.tags[1:]] for s in sentences]
+    enc = encode_tagged(tokenizer, words, tags, index, 128)
+    assert (enc["first_token"][:, 1] == -1).all()
+    gold_logits = 10.0 * np.eye(len(names))[np.maximum(enc["labels"], 0)]
+    for decoding in ("bio", "argmax"):
+        assert decode_tags(enc["first_token"], gold_logits, names, [len(w) for w in words],
+                           decoding) == tags
+
+
 def test_bio_decoding_finds_the_best_sequence_that_opens_no_entity_with_i(data_dir):
     names = sorted({t for s in read_tagged(data_dir / "ncbi_disease" / "valid.txt")
                     for t in s.tags})

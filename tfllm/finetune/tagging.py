@@ -74,20 +74,24 @@ def decode_tags(first_token: np.ndarray, logits: np.ndarray, names: list[str],
                 word_counts: Sequence[int], decoding: str = "bio",
                 fill: str = "O") -> list[list[str]]:
     """One tag per word from per-token logits [batch, tokens, labels] (see the module
-    docstring for `decoding`); words cut off by max_len get `fill`."""
+    docstring for `decoding`); words without a sub-token (cut off by max_len, or empty
+    once normalized) get `fill`."""
     if decoding not in DECODINGS:
         raise InputError(f"task.decoding must be one of {DECODINGS}, not {decoding!r}")
     transitions, start = _bio_constraints(names)
     tags = []
     for row, count in enumerate(word_counts):
         positions = first_token[row][:count]
-        kept = positions[positions >= 0]  # truncation drops a tail, so the kept words lead
-        scores = log_softmax(np.asarray(logits[row], dtype=np.float64)[kept], axis=-1)
-        if decoding == "argmax" or len(kept) == 0:
+        words = np.flatnonzero(positions >= 0)
+        scores = log_softmax(np.asarray(logits[row], dtype=np.float64)[positions[words]], axis=-1)
+        if decoding == "argmax" or len(words) == 0:
             ids = scores.argmax(-1).tolist()
         else:
             ids = _viterbi(scores, transitions, start)
-        tags.append([names[i] for i in ids] + [fill] * (count - len(kept)))
+        sentence = [fill] * count
+        for word, i in zip(words, ids, strict=True):
+            sentence[word] = names[i]
+        tags.append(sentence)
     return tags
 
 
@@ -113,6 +117,8 @@ def _viterbi(scores: np.ndarray, transitions: np.ndarray, start: np.ndarray) -> 
         candidates = total[:, None] + transitions
         back[t] = candidates.argmax(0)
         total = candidates.max(0) + scores[t]
+    if np.isneginf(total).all():  # no valid path (every label an I-X): per-word argmax
+        return scores.argmax(-1).tolist()
     path = [int(total.argmax())]
     for t in range(len(scores) - 1, 0, -1):
         path.append(int(back[t, path[-1]]))
