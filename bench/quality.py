@@ -164,7 +164,8 @@ def main() -> int:
                              f"(choose from {', '.join([*RUNS, *RESCORED])})")
             if name in RESCORED:
                 done, base = out / f"{name}.json", out / RESCORED[name][0] / "metrics.json"
-                if not done.is_file() or done.stat().st_mtime < base.stat().st_mtime:
+                if not done.is_file() or (base.is_file()
+                                          and done.stat().st_mtime < base.stat().st_mtime):
                     rescore(name, out)  # again when the run it scores was trained again
                 continue
             if (out / name / "metrics.json").is_file():
