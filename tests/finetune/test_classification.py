@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 from tests.finetune.conftest import TINY_FT
 from tfllm.cli import main
 from tfllm.data.tasks import Example
-from tfllm.finetune.features import predict_logits
+from tfllm.finetune.features import classification_features, predict_logits
 from tfllm.models.checkpoints import load_checkpoint
 from tfllm.tokenization.wordpiece import encode_batch, load_tokenizer
 
@@ -38,6 +38,16 @@ def test_saved_run_reloads_with_safe_mode_and_predicts_identically(tiny_run, sst
                            examples, 48)
     np.testing.assert_array_equal(first, again)
     assert first.shape == (32, 2)
+
+
+def test_predictions_come_back_in_input_order_whatever_their_lengths(tiny_run, sst2_dev_sentences):
+    model = keras.saving.load_model(tiny_run / "model.keras", safe_mode=True)
+    tokenizer = load_tokenizer(tiny_run / "tokenizer")
+    # Longest first, so predicting shortest-first must put every row back in its place.
+    examples = [Example(s, "0") for s in sorted(sst2_dev_sentences[:24], key=len, reverse=True)]
+    logits = predict_logits(model, tokenizer, examples, 48, batch=8)
+    in_order = model.predict_on_batch(classification_features(tokenizer, examples, 48, "head"))
+    np.testing.assert_allclose(logits, np.asarray(in_order), atol=1e-4)
 
 
 def test_a_run_dir_is_a_valid_init_and_a_finished_run_is_not_overwritten(tmp_path, tiny_run,
