@@ -101,6 +101,14 @@ def test_malformed_conll_line_drops_only_its_sentence(tmp_path):
     assert report.bad_records == 1 and ":4: expected 4 columns, found 2" in report.examples[0]
 
 
+def test_each_conll_word_keeps_its_own_line_number_across_a_skipped_line(tmp_path):
+    path = tmp_path / "c.conll"
+    path.write_bytes(b"EU B-ORG\n-DOCSTART- O\n\xff\xfe B-X\nrejects O\n\nPeter B-PER\n")
+    sentences = list(read_conll(path, ReadReport()))
+    assert [(s.words, s.lines) for s in sentences] == [(["EU", "rejects"], [1, 4]), (["Peter"], [6])]
+    assert sentences[1].line == 6
+
+
 def test_empty_file_yields_nothing(tmp_path):
     path = tmp_path / "empty.txt"
     path.write_text("")

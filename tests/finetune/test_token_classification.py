@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import pytest
 from tests.finetune.conftest import TINY_FT
 from tfllm.cli import main
 from tfllm.data.readers import ReadReport
-from tfllm.data.tasks import read_tagged
-from tfllm.finetune.tagging import IGNORE, decode_tags, encode_tagged
+from tfllm.data.tasks import check_known_labels, read_tagged
+from tfllm.errors import InputError
+from tfllm.finetune.tagging import IGNORE, check_decoding, decode_tags, encode_tagged
 from tfllm.models.checkpoints import load_checkpoint
 from tfllm.tokenization.wordpiece import load_tokenizer
 
@@ -147,6 +149,17 @@ def test_bad_conll_training_data_names_file_and_line_and_leaves_no_run(
     assert rc == 2
     assert f"{bad}:{expected}" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_tag_errors_name_the_line_of_the_word_even_after_a_skipped_line(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("EU B-ORG\n-DOCSTART- O\nrejects I-ORG\nit I-MISC\n")
+    sentences = read_tagged(path, ReadReport())
+    check_known_labels(sentences, ["B-ORG", "I-ORG", "I-MISC"], "eval")
+    with pytest.raises(InputError, match=re.escape(f"{path}:4: tag 'I-MISC' after 'I-ORG' is not IOB2")):
+        check_decoding(sentences, "bio")
+    with pytest.raises(InputError, match=re.escape(f"{path}:3: eval label 'I-ORG' never seen")):
+        check_known_labels(sentences, ["B-ORG", "I-MISC"], "eval")
 
 
 def test_strict_reading_is_what_finetuning_uses_and_plain_reading_skips(conll_slice, tmp_path):

@@ -249,12 +249,16 @@ def read_delimited(
 
 @dataclass
 class TaggedSentence:
-    """A CoNLL sentence: words and one tag per word, with its first line number."""
+    """A CoNLL sentence: words and one tag per word, with each word's line number."""
 
     words: list[str]
     tags: list[str]
     source: str
-    line: int
+    lines: list[int]
+
+    @property
+    def line(self) -> int:
+        return self.lines[0]
 
 
 def read_conll(
@@ -266,7 +270,7 @@ def read_conll(
     path = check_readable(path)
     words: list[str] = []
     tags: list[str] = []
-    start = 0
+    lines: list[int] = []
     width = None
     broken = False
     for number, line in _decoded_lines(path, report):
@@ -274,8 +278,8 @@ def read_conll(
         if not parts:
             if words and not broken:
                 report.records += 1
-                yield TaggedSentence(words, tags, str(path), start)
-            words, tags, broken = [], [], False
+                yield TaggedSentence(words, tags, str(path), lines)
+            words, tags, lines, broken = [], [], [], False
             continue
         if parts[0] == "-DOCSTART-":
             continue
@@ -285,13 +289,12 @@ def read_conll(
             report.bad(path, number, f"expected {width} columns, found {len(parts)}")
             broken = True
             continue
-        if not words:
-            start = number
         words.append(parts[0])
         tags.append(parts[tag_column])
+        lines.append(number)
     if words and not broken:
         report.records += 1
-        yield TaggedSentence(words, tags, str(path), start)
+        yield TaggedSentence(words, tags, str(path), lines)
 
 
 def detect_format(path: str | Path) -> str:

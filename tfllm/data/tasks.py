@@ -135,10 +135,12 @@ def label_set(labels: list[str]) -> list[str]:
 def check_known_labels(examples: list, names: list[str], role: str) -> None:
     known = set(names)
     for example in examples:
-        labels = example.tags if isinstance(example, TaggedSentence) else [example.label]
-        for label in labels:
+        tagged = isinstance(example, TaggedSentence)
+        labels = example.tags if tagged else [example.label]
+        for offset, label in enumerate(labels):
             if label not in known:
-                raise InputError(f"{example.source}:{example.line}: {role} label {label!r} "
+                line = example.lines[offset] if tagged else example.line
+                raise InputError(f"{example.source}:{line}: {role} label {label!r} "
                                  f"never seen in training (known: {', '.join(names[:20])})")
 
 

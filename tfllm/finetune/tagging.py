@@ -135,6 +135,6 @@ def check_decoding(sentences: Sequence, decoding: str) -> None:
         for offset, tag in enumerate(sentence.tags):
             if tag.startswith("I-") and previous not in (f"B-{tag[2:]}", tag):
                 raise InputError(
-                    f"{sentence.source}:{sentence.line + offset}: tag {tag!r} after "
+                    f"{sentence.source}:{sentence.lines[offset]}: tag {tag!r} after "
                     f"{previous!r} is not IOB2; set task.decoding=argmax for IOB1 tags")
             previous = tag
