@@ -97,7 +97,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tfllm.finetune.inference import evaluate_run
 
-    evaluate_run(args.model, args.data)
+    evaluate_run(args.model, args.data, decoding=args.decoding)
     return 0
 
 
@@ -233,7 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned RUN_DIR on a labelled file")
     p.add_argument("--model", required=True, metavar="RUN_DIR")
-    p.add_argument("--data", required=True, metavar="FILE", help="csv, tsv or jsonl with labels")
+    p.add_argument("--data", required=True, metavar="FILE",
+                   help="csv, tsv or jsonl with labels; CoNLL for NER runs")
+    p.add_argument("--decoding", choices=("bio", "argmax"),
+                   help="NER tags: BIO-constrained or per-word argmax (default: the run's)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label texts with a fine-tuned RUN_DIR (JSONL out)")

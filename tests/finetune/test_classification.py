@@ -169,3 +169,7 @@ def test_evaluate_reproduces_the_run_metrics_and_predict_writes_jsonl(tiny_run, 
         assert row["label"] in ("0", "1")
         assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert main(["predict", "--model", str(tmp_path)]) == 2
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tiny_run), "--data", str(sst2_slice["dev"]),
+                 "--decoding", "argmax"]) == 2
+    assert "--decoding is for NER runs" in capsys.readouterr().err

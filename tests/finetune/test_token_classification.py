@@ -132,10 +132,28 @@ def test_ner_run_writes_seqeval_metrics_and_evaluate_and_predict_agree(ner_run, 
     assert len(row["tags"]) == len(row["words"]) == 9 and set(row["tags"]) <= set(names)
 
 
+def test_evaluate_refuses_iob1_tags_under_bio_decoding_and_scores_them_with_argmax(
+        ner_run, conll_slice, tmp_path, capsys):
+    lines = conll_slice["valid"].read_text().splitlines()
+    # an entity opened with I- after O: IOB1, which BIO-decoded predictions cannot match
+    i = next(n for n, line in enumerate(lines) if line.endswith(" B-ORG")
+             and lines[n - 1].endswith(" O"))
+    head, _ = lines[i].rsplit(" ", 1)
+    lines[i] = f"{head} I-ORG"
+    iob1 = tmp_path / "iob1.txt"
+    iob1.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(ner_run), "--data", str(iob1)]) == 2
+    assert f"{iob1}:{i + 1}: tag 'I-ORG' after 'O' is not IOB2" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(ner_run), "--data", str(iob1),
+                 "--decoding", "argmax"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["decoding"] == "argmax"
+
+
 @pytest.mark.parametrize(("line", "replacement", "expected"), [
     (5, "broken", "6: expected 4 columns, found 1"),  # one column where the file has four
     # IOB1 opens an entity with I- after O, which BIO decoding cannot give back
-    (2, "EU NNP B-NP I-ORG", "3: tag 'I-ORG' after 'O' is not IOB2; set task.decoding=argmax"),
+    (2, "EU NNP B-NP I-ORG", "3: tag 'I-ORG' after 'O' is not IOB2; decode IOB1 tags with argmax"),
 ], ids=["malformed-line", "iob1-tags"])
 def test_bad_conll_training_data_names_file_and_line_and_leaves_no_run(
         tmp_path, conll_slice, capsys, line, replacement, expected):

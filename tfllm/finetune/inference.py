@@ -36,15 +36,23 @@ def load_run(run_dir: str | Path):
     return model, load_tokenizer(run_dir / "tokenizer"), names, cfg
 
 
-def evaluate_run(run_dir: str | Path, data: str | Path, quiet: bool = False) -> dict:
-    """Task metrics of the RUN_DIR's model on a labelled file (the run's column settings)."""
+def evaluate_run(run_dir: str | Path, data: str | Path, quiet: bool = False,
+                 decoding: str | None = None) -> dict:
+    """Task metrics of the RUN_DIR's model on a labelled file (the run's column settings;
+    NER tags decoded as `decoding`, by default the run's)."""
     from tfllm.data.tasks import check_known_labels, read_examples, read_tagged
+    from tfllm.finetune.tagging import check_decoding
     from tfllm.finetune.train import score_examples
 
     model, tokenizer, names, cfg = load_run(run_dir)
     task = cfg.task
+    if decoding and task.type != "token_classification":
+        raise InputError(f"--decoding is for NER runs; {run_dir} is {task.type}")
     if task.type == "token_classification":
+        task.decoding = decoding or task.decoding
         examples = read_tagged(data, tag_column=task.tag_column)
+        # IOB1 gold tags scored against BIO-decoded predictions would give a wrong F1, silently
+        check_decoding(examples, task.decoding)
     else:
         examples = read_examples(data, text_column=task.text_column,
                                  label_column=task.label_column,

@@ -136,5 +136,6 @@ def check_decoding(sentences: Sequence, decoding: str) -> None:
             if tag.startswith("I-") and previous not in (f"B-{tag[2:]}", tag):
                 raise InputError(
                     f"{sentence.source}:{sentence.lines[offset]}: tag {tag!r} after "
-                    f"{previous!r} is not IOB2; set task.decoding=argmax for IOB1 tags")
+                    f"{previous!r} is not IOB2; decode IOB1 tags with argmax "
+                    "(task.decoding=argmax, or evaluate --decoding argmax)")
             previous = tag
