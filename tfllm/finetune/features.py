@@ -109,9 +109,8 @@ def predict_logits(model: Any, tokenizer: Tokenizer, examples: list[Example], ma
                    batch: int = 64, truncation: str = "head", progress: bool = False) -> np.ndarray:
     """Classifier logits [n, classes] for examples (a Keras progress bar if `progress`)."""
     x = classification_features(tokenizer, examples, max_len, truncation)
-    order = _shortest_first(x)
-    logits = model.predict(batched({k: v[order] for k, v in x.items()}, None, batch, False, 0),
-                           verbose=1 if progress else 0)
+    x, order = _shortest_first(x)
+    logits = model.predict(batched(x, None, batch, False, 0), verbose=1 if progress else 0)
     return _unsorted(logits, order)
 
 
@@ -124,8 +123,8 @@ def predict_token_logits(model: Any, x: dict[str, np.ndarray], batch: int = 64,
     width = x["token_ids"].shape[1]
     chunks = []
     bar = keras.utils.Progbar(-(-len(x["token_ids"]) // batch)) if progress else None
-    order = _shortest_first(x)
-    for features in batched({k: v[order] for k, v in x.items()}, None, batch, False, 0):
+    x, order = _shortest_first(x)
+    for features in batched(x, None, batch, False, 0):
         logits = np.asarray(model.predict_on_batch(features))
         chunks.append(np.pad(logits, ((0, 0), (0, width - logits.shape[1]), (0, 0))))
         if bar:
@@ -133,10 +132,12 @@ def predict_token_logits(model: Any, x: dict[str, np.ndarray], batch: int = 64,
     return _unsorted(np.concatenate(chunks), order)
 
 
-def _shortest_first(x: dict[str, np.ndarray]) -> np.ndarray:
-    # Rows sorted by length make each batch pad to its own longest row, not to the set's
-    # (a random batch of long reviews almost always holds one at max_len).
-    return np.argsort(x["padding_mask"].sum(1), kind="stable")
+def _shortest_first(x: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(the rows sorted by length, the order that sorted them): each batch then pads to its
+    own longest row, not the set's (a random batch of reviews almost always holds one at
+    max_len)."""
+    order = np.argsort(x["padding_mask"].sum(1), kind="stable")
+    return {k: v[order] for k, v in x.items()}, order
 
 
 def _unsorted(rows: np.ndarray, order: np.ndarray) -> np.ndarray:
