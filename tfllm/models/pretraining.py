@@ -34,6 +34,10 @@ class BertPretrainer(keras.Model):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.nsp = nsp
+        # The tied projection multiplies the features by the raw fp32 embedding variable, so
+        # under mixed precision it silently ran in fp32 (the largest matmul of the step at
+        # the masked positions); compute it in the policy's compute dtype like every Dense.
+        backbone.token_embedding.reverse_dtype = backbone.dtype_policy.compute_dtype
         self.mlm_head = keras_hub.layers.MaskedLMHead(
             token_embedding=backbone.token_embedding,
             intermediate_activation=keras.activations.gelu,
