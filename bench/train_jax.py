@@ -25,6 +25,7 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from flops import best_gflops, train_flops_per_sample  # noqa: E402
+from keras_hub_baseline import compiled_masked_lm  # noqa: E402
 from report import markdown_table, write_results  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,16 +63,7 @@ def keras_hub_fit_rate(cfg: dict, precision: str, batch: int, steps: int,
     """Samples/s of `BertMaskedLM.fit` over `steps` steps after a `warmup`-step fit (compiles)."""
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(42)
-    model_cfg = cfg["model"]
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=VOCAB, num_layers=model_cfg["num_layers"],
-        num_heads=model_cfg["num_heads"], hidden_dim=model_cfg["hidden_dim"],
-        intermediate_dim=model_cfg["intermediate_dim"],
-        max_sequence_length=model_cfg["max_sequence_length"])
-    model = keras_hub.models.BertMaskedLM(backbone)
-    model.compile(optimizer=keras.optimizers.AdamW(cfg["optimizer"]["learning_rate"]),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    model = compiled_masked_lm(cfg["model"], VOCAB, cfg["optimizer"]["learning_rate"])
     x, y, w = synthetic_batches(batch * (steps + warmup))
     # keras-hub's PipelineModel.fit batches arrays through tf.data or grain, neither of which is
     # on the machine; the model has no preprocessor, so Keras' own fit takes the arrays as they are
