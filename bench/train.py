@@ -14,13 +14,14 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
-import keras_hub  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from flops import best_gflops, train_flops_per_sample  # noqa: E402
+from keras_hub_baseline import compiled_masked_lm  # noqa: E402
 from report import markdown_table, write_results  # noqa: E402
 
 from tfllm.config import PretrainDataConfig, load_config  # noqa: E402
@@ -132,15 +133,7 @@ def op_profile(call, steps: int) -> dict[str, float]:
 def baseline_keras_hub_fit(data_dir: Path, cfg: PretrainConfig, steps: int, warmup: int) -> float:
     """What a Keras user writes: BertMaskedLM + compile + fit on the same tensors."""
     info = read_data_info(data_dir)
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=info.vocab_size, num_layers=cfg.model.num_layers,
-        num_heads=cfg.model.num_heads, hidden_dim=cfg.model.hidden_dim,
-        intermediate_dim=cfg.model.intermediate_dim,
-        max_sequence_length=cfg.model.max_sequence_length)
-    model = keras_hub.models.BertMaskedLM(backbone)
-    model.compile(optimizer=keras.optimizers.AdamW(cfg.optimizer.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy()])
+    model = compiled_masked_lm(asdict(cfg.model), info.vocab_size, cfg.optimizer.learning_rate)
 
     def to_keras(batch: dict):
         x = {"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
@@ -197,13 +190,18 @@ def main() -> None:
         ("fp32 + XLA, 10 steps/call", ["model.nsp=false", "train.jit_compile=true",
                                         "train.steps_per_execution=10"]),
         ("mixed_bfloat16", ["model.nsp=false", "train.precision=mixed_bfloat16"]),
+        ("mixed_bfloat16, length buckets of 32", ["model.nsp=false",
+                                                  "train.precision=mixed_bfloat16",
+                                                  "train.bucket_width=32"]),
     ]]
     runs.append(("tfllm pretrain, MLM + NSP, fp32", []))
-    runs.append(("tfllm pretrain, MLM + NSP, mixed_bfloat16", ["train.precision=mixed_bfloat16"]))
+    runs.append(("tfllm pretrain, MLM + NSP, mixed_bfloat16, length buckets of 32",
+                 ["train.precision=mixed_bfloat16", "train.bucket_width=32"]))
     # A shared 2-core VM drifts by 10-20% over minutes: every config runs once per round,
     # and each keeps its best round (as timeit keeps its best repeat).
     rates: dict[str, list[float]] = {label: [] for label, _ in runs}
     losses: dict[str, float | None] = {}
+    lengths = {label: float(info.seq_len) for label, _ in runs}
     for round_index in range(args.rounds):
         for label, overrides in runs:
             if overrides is None:
@@ -217,6 +215,7 @@ def main() -> None:
                 out = Path(tempfile.mkdtemp(dir=work, prefix="run-"))
                 metrics = pretrain(cfg, work / "data", out, quiet=True)
                 rate, losses[label] = metrics["samples_per_second"], metrics["loss"]
+                lengths[label] = metrics["mean_padded_length"]
                 shutil.rmtree(out, ignore_errors=True)
             rates[label].append(rate)
             print(f"round {round_index + 1}: {label}: {rate:.1f} samples/s", flush=True)
@@ -225,18 +224,25 @@ def main() -> None:
     results, rows = [], []
     for label, _ in runs:
         rate, final_loss = max(rates[label]), losses[label]
+        # FLOPs actually computed: length-bucketed batches are shorter than seq_len
+        run_flops = train_flops_per_sample(base.model.num_layers, base.model.hidden_dim,
+                                           base.model.intermediate_dim, lengths[label],
+                                           info.max_predictions, info.vocab_size)
         result = {"config": label, "samples_per_second": rate, "rounds": rates[label],
                   "tokens_per_second": rate * info.seq_len,
+                  "mean_padded_length": lengths[label], "flops_per_sample": run_flops,
                   "step_ms": 1000 * args.batch / rate,
-                  "gflops": rate * flops / 1e9, "mfu_fp32_peak": rate * flops / 1e9 / peak32,
+                  "gflops": rate * run_flops / 1e9,
+                  "mfu_fp32_peak": rate * run_flops / 1e9 / peak32,
                   "vs_baseline": rate / baseline, "final_loss": final_loss}
         results.append(result)
         rows.append([label, f"{rate:.1f}", " / ".join(f"{r:.1f}" for r in rates[label]),
-                     f"{rate * info.seq_len:,.0f}",
+                     f"{rate * info.seq_len:,.0f}", f"{lengths[label]:.0f}",
                      f"{result['step_ms']:.0f}", f"{result['gflops']:.0f}",
                      f"{result['mfu_fp32_peak']:.2f}", f"{result['vs_baseline']:.2f}x",
                      "" if final_loss is None else f"{final_loss:.3f}"])
-    table = markdown_table(["config", "samples/s (best)", "each round", "tokens/s", "step ms",
+    table = markdown_table(["config", "samples/s (best)", "each round", "tokens/s",
+                            "padded length", "step ms",
                             "GFLOP/s", "MFU (fp32 peak)", "vs baseline", "loss, last 10 steps"],
                            rows)
     ideal_ms = flops * args.batch / (peak32 * 1e9) * 1000
@@ -258,8 +264,11 @@ def main() -> None:
         f"AdamW, {args.steps} steps, the first 10 excluded (tracing), best of {args.rounds} rounds "
         f"of every config. Matmul peak in the same run "
         f"(2048x2048): fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s. FLOPs per sample "
-        f"{flops / 1e9:.2f} GFLOP (3x forward matmuls incl. attention and the MLM head at masked "
-        "positions). NSP adds a 2-way head on the pooled output (negligible FLOPs)."
+        f"{flops / 1e9:.2f} GFLOP at L={info.seq_len} (3x forward matmuls incl. attention and the "
+        "MLM head at masked positions); with length buckets (`train.bucket_width=32`) batches are "
+        "padded only to the next multiple of 32 above their longest row, so GFLOP/s and MFU count "
+        "the FLOPs at the mean padded length the run reports (tokens/s stays samples/s x L, "
+        "as for the baseline). NSP adds a 2-way head on the pooled output (negligible FLOPs)."
     )
     write_results("train", f"Pretraining throughput ({args.size}, L={info.seq_len}, CPU)",
                   {"size": args.size, "seq_len": info.seq_len, "batch": args.batch,

@@ -59,6 +59,31 @@ def test_stats_meet_the_bert_masking_and_nsp_rates(static_data):
     assert (static_data / "config.yaml").is_file()
 
 
+def test_length_buckets_pad_each_batch_to_its_bucket_and_keep_the_examples_whole(static_data):
+    def examples(ds) -> list[tuple]:
+        found = []
+        for batch in ds:
+            ids, mask = batch["input_ids"].numpy(), batch["input_mask"].numpy()
+            found += [tuple(row[:n]) for row, n in zip(ids, mask.sum(1), strict=True)]
+        return found
+
+    plain = examples(load_pretraining_dataset(static_data, 128, 20, 64, shuffle=False))
+    bucketed = load_pretraining_dataset(static_data, 128, 20, 64, shuffle=False, bucket_width=32)
+    widths = []
+    for batch in bucketed:
+        width = batch["input_ids"].shape[1]
+        lengths = batch["input_mask"].numpy().sum(1)
+        assert width % 32 == 0 and (lengths <= width).all() and (lengths > width - 32).all()
+        assert batch["segment_ids"].shape[1] == width
+        assert (batch["masked_lm_positions"].numpy() < width).all()
+        widths.append(width)
+    assert set(widths) == {32, 64, 96, 128} and np.mean(widths) < 120
+    kept = examples(load_pretraining_dataset(static_data, 128, 20, 64, shuffle=False,
+                                             bucket_width=32))
+    # only the last partial batch of each of the 4 buckets is left out
+    assert set(kept) <= set(plain) and len(kept) >= len(plain) + 64 - 4 * 63
+
+
 def test_records_decode_to_well_formed_bert_examples(static_data, vocab_dir):
     vocab = read_vocab(vocab_dir / "vocab.txt")
     cls, sep, mask = vocab.index("[CLS]"), vocab.index("[SEP]"), vocab.index("[MASK]")

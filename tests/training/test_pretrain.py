@@ -127,6 +127,7 @@ def test_run_dir_holds_model_backbone_preset_tokenizer_config_metrics_and_logs(
     for key in ("mlm_accuracy", "nsp_accuracy", "mlm_perplexity", "steps", "samples_per_second",
                 "unigram_mlm_accuracy"):
         assert key in metrics, key
+    assert metrics["mean_padded_length"] == 64
     import keras
     import keras_hub
 
@@ -140,7 +141,20 @@ def test_run_dir_holds_model_backbone_preset_tokenizer_config_metrics_and_logs(
                  "--out", str(out), *TINY, "--set", "train.steps=10"]) == 2
 
 
-@pytest.mark.parametrize("case", ["unknown_size", "missing_data", "other_vocab", "no_nsp_data"])
+def test_length_buckets_train_on_batches_padded_below_seq_len(tmp_path, data_dir, tiny_vocab):
+    # every example gets a random shorter target length, so most batches fit a short bucket
+    short = make_data(tmp_path, data_dir / "wikitext2" / "wiki.test.tokens", tiny_vocab, "short",
+                      ["--set", "examples.short_seq_prob=1.0"])
+    out = tmp_path / "run"
+    assert main(["pretrain", "--config", TINY_CONFIG, "--data", str(short), "--out", str(out),
+                 *TINY, "--set", "train.steps=10", "--set", "train.bucket_width=16"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 10 and np.isfinite(metrics["loss"])
+    assert 16 <= metrics["mean_padded_length"] < 64
+
+
+@pytest.mark.parametrize("case", ["unknown_size", "missing_data", "other_vocab", "no_nsp_data",
+                                  "bucket_too_wide"])
 def test_bad_configs_fail_before_training_with_a_clear_error(tmp_path, data_dir, tiny_data, case,
                                                              capsys):
     args = ["pretrain", "--config", TINY_CONFIG, "--data", str(tiny_data), "--out",
@@ -156,6 +170,9 @@ def test_bad_configs_fail_before_training_with_a_clear_error(tmp_path, data_dir,
                           ["--no-nsp"])
         args += ["--eval-data", str(other)]
         expected = "made with another vocab"
+    elif case == "bucket_too_wide":
+        args += ["--set", "train.bucket_width=65"]
+        expected = "train.bucket_width must be 0 (off) to seq_len 64"
     else:
         args[4] = str(make_data(tmp_path, data_dir / "wikitext2" / "wiki.test.tokens",
                                 tiny_data / "tokenizer", "nonsp", ["--no-nsp"]))

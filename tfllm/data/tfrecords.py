@@ -79,6 +79,9 @@ def write_shards(
     return names
 
 
+SEQUENCE_FEATURES = ("input_ids", "input_mask", "segment_ids")
+
+
 def feature_spec(seq_len: int, max_predictions: int, masked: bool = True) -> dict:
     spec = {
         "input_ids": tf.io.FixedLenFeature([seq_len], tf.int64),
@@ -106,8 +109,13 @@ def load_pretraining_dataset(
     shuffle: bool = True,
     seed: int = 0,
     input_context: tf.distribute.InputContext | None = None,
+    bucket_width: int = 0,
 ) -> tf.data.Dataset:
-    """Batched dicts of int32 features from the shards (sharded per input pipeline)."""
+    """Batched dicts of int32 features from the shards (sharded per input pipeline).
+
+    `bucket_width` > 0 batches examples of similar length together and pads each batch only
+    to the next multiple of `bucket_width` above its longest row, not to `seq_len`.
+    """
     files = shard_files(directory)
     if not files:
         raise FileNotFoundError(f"no {SHARD_PATTERN} files in {directory}")
@@ -133,5 +141,19 @@ def load_pretraining_dataset(
             for key, value in parsed.items()
         }
 
-    ds = ds.batch(batch_size, drop_remainder=True)
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    if not bucket_width:
+        ds = ds.batch(batch_size, drop_remainder=True)
+        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    boundaries = list(range(bucket_width + 1, seq_len + 1, bucket_width))
+    ds = ds.bucket_by_sequence_length(lambda example: tf.reduce_sum(example["input_mask"]),
+                                      boundaries, [batch_size] * (len(boundaries) + 1),
+                                      drop_remainder=True)
+
+    def trim(batch: dict) -> dict:
+        longest = tf.reduce_max(tf.reduce_sum(batch["input_mask"], axis=1))
+        length = tf.minimum((longest + bucket_width - 1) // bucket_width * bucket_width, seq_len)
+        return {key: value[:, :length] if key in SEQUENCE_FEATURES else value
+                for key, value in batch.items()}
+
+    return ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

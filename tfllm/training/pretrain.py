@@ -55,6 +55,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
     jit_compile: bool | str = "auto"  # auto | true | false
     steps_per_execution: int = 1
+    bucket_width: int = 0  # >0: batch similar lengths, pad to the next multiple of this
     seed: int = 42
     log_every: int = 20
     checkpoint_every: int = 100
@@ -110,6 +111,9 @@ def _check_inputs(cfg: PretrainConfig, data: DataInfo, eval_data: DataInfo | Non
                              f"({eval_data.vocab_size} tokens) than --data ({data.vocab_size})")
         if eval_data.seq_len != data.seq_len:
             raise InputError(f"--eval-data seq_len {eval_data.seq_len} != --data {data.seq_len}")
+    if not 0 <= cfg.train.bucket_width <= data.seq_len:
+        raise InputError(f"train.bucket_width must be 0 (off) to seq_len {data.seq_len}, "
+                         f"got {cfg.train.bucket_width}")
     if cfg.train.steps < 1:
         raise InputError(f"train.steps must be at least 1, got {cfg.train.steps}")
 
@@ -132,7 +136,8 @@ def _dataset_fn(data: DataInfo, batch: int, cfg: PretrainConfig, skip_steps: int
         per_replica = ctx.get_per_replica_batch_size(batch) if ctx else batch
         ds = load_pretraining_dataset(data.path, data.seq_len, data.max_predictions, per_replica,
                                       masked=data.masked, shuffle=training, seed=cfg.train.seed,
-                                      input_context=ctx)
+                                      input_context=ctx,
+                                      bucket_width=cfg.train.bucket_width if training else 0)
         if training:
             ds = ds.repeat()
             replicas_here = ctx.num_replicas_in_sync // ctx.num_input_pipelines if ctx else 1
@@ -241,7 +246,8 @@ def pretrain(
         if clipnorm:
             grads = _sum_and_clip(grads, clipnorm, optimizer, replicas)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return {"loss": loss, **counts}
+        return {"loss": loss, **counts,
+                "padded_tokens": tf.cast(tf.size(batch["input_ids"]), tf.float32)}
 
     replica_fn = tf.function(replica_step, jit_compile=True) if jit else replica_step
 
@@ -266,6 +272,7 @@ def pretrain(
     window: dict[str, float] = {}
     window_steps, window_start = 0, time.perf_counter()
     train_seconds, trained_steps, last_loss = 0.0, 0, float("nan")
+    padded_tokens, total_steps = 0.0, 0
     first_window, first_window_rate = True, None  # the first window includes tracing time
     current = start
     while current < cfg.train.steps:
@@ -277,6 +284,8 @@ def pretrain(
         for key, value in totals.items():
             window[key] = window.get(key, 0.0) + float(value)
         window_steps += n
+        padded_tokens += float(totals["padded_tokens"])
+        total_steps += n
         at_log = current % cfg.train.log_every == 0 or current == cfg.train.steps
         if at_log:
             elapsed = time.perf_counter() - window_start
@@ -309,6 +318,9 @@ def pretrain(
     metrics = {"steps": current, "loss": last_loss,
                "samples_per_second": (trained_steps * global_batch / train_seconds
                                       if train_seconds else first_window_rate),
+               # the length batches were padded to: below seq_len with train.bucket_width
+               "mean_padded_length": (padded_tokens / (total_steps * global_batch)
+                                      if total_steps else None),
                "replicas": replicas, "strategy": type(strategy).__name__,
                "precision": precision, "jit_compile": jit}
     if eval_data is not None:
