@@ -153,6 +153,32 @@ def test_length_buckets_train_on_batches_padded_below_seq_len(tmp_path, data_dir
     assert 16 <= metrics["mean_padded_length"] < 64
 
 
+def test_keras_callbacks_hear_each_step_call_and_the_final_metrics(tmp_path, tiny_data):
+    import keras
+
+    from tfllm.config import load_config
+    from tfllm.training.pretrain import PretrainConfig, pretrain
+
+    cfg = load_config(PretrainConfig, TINY_CONFIG,
+                      [arg for arg in TINY if arg != "--set"] + ["train.steps=10",
+                                                                 "train.steps_per_execution=5"])
+    heard = []
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            heard.append(("begin", type(self.model).__name__))
+
+        def on_train_batch_end(self, batch, logs=None):
+            heard.append(("batch", batch, np.isfinite(logs["loss"])))
+
+        def on_train_end(self, logs=None):
+            heard.append(("end", logs["steps"]))
+
+    pretrain(cfg, tiny_data, tmp_path / "run", quiet=True, callbacks=[Recorder()])
+    assert heard == [("begin", "BertPretrainer"), ("batch", 4, True), ("batch", 9, True),
+                     ("end", 10)]
+
+
 @pytest.mark.parametrize("case", ["unknown_size", "missing_data", "other_vocab", "no_nsp_data",
                                   "bucket_too_wide"])
 def test_bad_configs_fail_before_training_with_a_clear_error(tmp_path, data_dir, tiny_data, case,

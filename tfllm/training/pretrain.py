@@ -175,8 +175,14 @@ def pretrain(
     out: str | Path,
     eval_dir: str | Path | None = None,
     quiet: bool = False,
+    callbacks: list[keras.callbacks.Callback] | None = None,
 ) -> dict:
-    """Train, checkpointing as it goes; resume when `out` holds an unfinished run."""
+    """Train, checkpointing as it goes; resume when `out` holds an unfinished run.
+
+    `callbacks` get Keras' `on_train_begin`, `on_train_batch_end(step, logs)` after every
+    call of the step function (`steps_per_execution` steps, as in `fit`) and `on_train_end`;
+    the time they take is left out of `samples_per_second`.
+    """
     data = read_data_info(data_dir)
     eval_data = read_data_info(eval_dir, "--eval-data") if eval_dir else None
     _check_inputs(cfg, data, eval_data)
@@ -269,6 +275,8 @@ def pretrain(
     progbar = keras.utils.Progbar(cfg.train.steps, stateful_metrics=[
         "loss", "mlm_acc", "nsp_acc", "lr", "samples/s"], verbose=0 if quiet else 1)
     progbar.update(start)
+    hooks = keras.callbacks.CallbackList(callbacks, model=model)
+    hooks.on_train_begin()
     window: dict[str, float] = {}
     window_steps, window_start = 0, time.perf_counter()
     train_seconds, trained_steps, last_loss = 0.0, 0, float("nan")
@@ -286,6 +294,10 @@ def pretrain(
         window_steps += n
         padded_tokens += float(totals["padded_tokens"])
         total_steps += n
+        if callbacks:
+            hooks_started = time.perf_counter()
+            hooks.on_train_batch_end(current - 1, {"loss": float(totals["loss"]) / n})
+            window_start += time.perf_counter() - hooks_started
         at_log = current % cfg.train.log_every == 0 or current == cfg.train.steps
         if at_log:
             elapsed = time.perf_counter() - window_start
@@ -333,6 +345,7 @@ def pretrain(
                         tf.summary.scalar(f"eval_{key}", metrics[key])
     if writer is not None:
         writer.flush()
+    hooks.on_train_end(metrics)
     save_run_dir(out, model, backbone, data.path / "tokenizer", cfg, metrics)
     if not quiet:
         print("pretrain ->", out)
