@@ -4,13 +4,14 @@ Same model size, sequence length, batch and data (TFRecords from `tfllm data pre
 on WikiText-2), side by side in one process, with the fp32 (and bf16) matmul peak
 measured in the same run for MFU.
 
-    .venv/bin/python bench/train.py [--size mini] [--steps 60] [--rounds 2]
+    .venv/bin/python bench/train.py [--size mini] [--steps 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -33,10 +34,10 @@ from tfllm.training.pretrain import PretrainConfig, pretrain, read_data_info  # 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def matmul_peak(dtype: tf.DType, n: int = 2048, repeats: int = 20) -> float:
-    """GFLOP/s of a large square matmul (the ceiling MFU is measured against)."""
-    a = tf.random.normal((n, n), dtype=tf.float32)
-    a = tf.cast(a, dtype)
+def matmul_peak(dtype: tf.DType, n: int = 2048, repeats: int = 20):
+    """A function returning the GFLOP/s of a large square matmul right now (the ceiling MFU is
+    measured against); traced once, so it can be called between training windows."""
+    a = tf.cast(tf.random.normal((n, n), dtype=tf.float32), dtype)
 
     @tf.function
     def run(x):
@@ -45,7 +46,7 @@ def matmul_peak(dtype: tf.DType, n: int = 2048, repeats: int = 20) -> float:
         return x
 
     run(a)
-    return best_gflops(lambda: run(a).numpy(), 2 * n**3 * repeats)
+    return lambda tries=3: best_gflops(lambda: run(a).numpy(), 2 * n**3 * repeats, tries)
 
 
 def step_breakdown(cfg: PretrainConfig, info, precision: str, repeats: int = 15,
@@ -130,29 +131,52 @@ def op_profile(call, steps: int) -> dict[str, float]:
     return dict(sorted(by_type.items(), key=lambda kv: -kv[1]))
 
 
-def baseline_keras_hub_fit(data_dir: Path, cfg: PretrainConfig, steps: int, warmup: int) -> float:
-    """What a Keras user writes: BertMaskedLM + compile + fit on the same tensors."""
-    info = read_data_info(data_dir)
-    model = compiled_masked_lm(asdict(cfg.model), info.vocab_size, cfg.optimizer.learning_rate)
+class KerasHubBaseline:
+    """What a Keras user writes: BertMaskedLM + compile + fit, on the same tensors; `rate(n)`
+    fits n more steps and returns their samples/s (first batch start to last batch end)."""
 
-    def to_keras(batch: dict):
-        x = {"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
-             "padding_mask": batch["input_mask"], "mask_positions": batch["masked_lm_positions"]}
-        return x, batch["masked_lm_ids"], batch["masked_lm_weights"]
+    def __init__(self, data_dir: Path, cfg: PretrainConfig) -> None:
+        info = read_data_info(data_dir)
+        self.batch_size = cfg.train.batch_size
+        self.model = compiled_masked_lm(asdict(cfg.model), info.vocab_size,
+                                        cfg.optimizer.learning_rate)
 
-    ds = load_pretraining_dataset(data_dir, info.seq_len, info.max_predictions,
-                                  cfg.train.batch_size).repeat().map(to_keras)
+        def to_keras(batch: dict):
+            x = {"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
+                 "padding_mask": batch["input_mask"],
+                 "mask_positions": batch["masked_lm_positions"]}
+            return x, batch["masked_lm_ids"], batch["masked_lm_weights"]
 
-    class Clock(keras.callbacks.Callback):
-        times: list[float] = []
+        self.data = load_pretraining_dataset(data_dir, info.seq_len, info.max_predictions,
+                                             cfg.train.batch_size).repeat().map(to_keras)
+        self.rate(3)  # traces the train function
 
-        def on_train_batch_end(self, batch, logs=None):
-            self.times.append(time.perf_counter())
+    def rate(self, steps: int) -> float:
+        times = []
+        clock = keras.callbacks.LambdaCallback(
+            on_train_batch_begin=lambda batch, logs: times.append(time.perf_counter())
+            if batch == 0 else None,
+            on_train_batch_end=lambda batch, logs: times.append(time.perf_counter())
+            if batch == steps - 1 else None)
+        self.model.fit(self.data, steps_per_epoch=steps, epochs=1, callbacks=[clock], verbose=0)
+        return steps * self.batch_size / (times[1] - times[0])
 
-    clock = Clock()
-    model.fit(ds, steps_per_epoch=steps, epochs=1, callbacks=[clock], verbose=0)
-    measured = clock.times[warmup:]
-    return (len(measured) - 1) * cfg.train.batch_size / (measured[-1] - measured[0])
+
+class Interleaved(keras.callbacks.Callback):
+    """At every `every`-th step of `tfllm pretrain`, fits `every` steps of the baseline and
+    measures the matmul peak: all three are timed in the same minutes, since this shared
+    2-core VM drifts by 10-20% from one minute to the next."""
+
+    def __init__(self, baseline: KerasHubBaseline, peak, every: int) -> None:
+        super().__init__()
+        self.baseline, self.peak, self.every = baseline, peak, every
+        self.baseline_rates: list[float] = []
+        self.peaks: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.every == 0:
+            self.baseline_rates.append(self.baseline.rate(self.every))
+            self.peaks.append(self.peak(2))
 
 
 def main() -> None:
@@ -160,7 +184,6 @@ def main() -> None:
     parser.add_argument("--size", default="mini")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tfllm-bench-train-"))
     data = data_root() / "wikitext2"
@@ -177,15 +200,14 @@ def main() -> None:
     flops = train_flops_per_sample(base.model.num_layers, base.model.hidden_dim,
                                    base.model.intermediate_dim, info.seq_len,
                                    info.max_predictions, info.vocab_size)
-    peak32 = matmul_peak(tf.float32)
-    peak16 = matmul_peak(tf.bfloat16)
+    peak32_now, peak16_now = matmul_peak(tf.float32), matmul_peak(tf.bfloat16)
+    peak32, peak16 = peak32_now(), peak16_now()
 
     breakdown, profiles = {}, {}
     for precision in ("float32", "mixed_bfloat16"):
         breakdown[precision], profiles[precision] = step_breakdown(base, info, precision)
     print(breakdown, flush=True)
-    runs = [("keras-hub BertMaskedLM.fit (baseline, MLM only)", None)]
-    runs += [(f"tfllm pretrain, MLM only, {label}", overrides) for label, overrides in [
+    runs = [(f"tfllm pretrain, MLM only, {label}", overrides) for label, overrides in [
         ("fp32", ["model.nsp=false", "train.jit_compile=false"]),
         ("fp32 + XLA, 10 steps/call", ["model.nsp=false", "train.jit_compile=true",
                                         "train.steps_per_execution=10"]),
@@ -197,54 +219,54 @@ def main() -> None:
     runs.append(("tfllm pretrain, MLM + NSP, fp32", []))
     runs.append(("tfllm pretrain, MLM + NSP, mixed_bfloat16, length buckets of 32",
                  ["train.precision=mixed_bfloat16", "train.bucket_width=32"]))
-    # A shared 2-core VM drifts by 10-20% over minutes: every config runs once per round,
-    # and each keeps its best round (as timeit keeps its best repeat).
-    rates: dict[str, list[float]] = {label: [] for label, _ in runs}
-    losses: dict[str, float | None] = {}
-    lengths = {label: float(info.seq_len) for label, _ in runs}
-    for round_index in range(args.rounds):
-        for label, overrides in runs:
-            if overrides is None:
-                rate = baseline_keras_hub_fit(work / "data", base, args.steps, warmup=10)
-                losses[label] = None
-            else:
-                cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / f"{args.size}.yaml",
-                                  [f"train.batch_size={args.batch}", f"train.steps={args.steps}",
-                                   "train.log_every=10", f"train.checkpoint_every={args.steps}",
-                                   "train.eval_batches=0", *overrides])
-                out = Path(tempfile.mkdtemp(dir=work, prefix="run-"))
-                metrics = pretrain(cfg, work / "data", out, quiet=True)
-                rate, losses[label] = metrics["samples_per_second"], metrics["loss"]
-                lengths[label] = metrics["mean_padded_length"]
-                shutil.rmtree(out, ignore_errors=True)
-            rates[label].append(rate)
-            print(f"round {round_index + 1}: {label}: {rate:.1f} samples/s", flush=True)
-    shutil.rmtree(work, ignore_errors=True)
-    baseline = max(rates[runs[0][0]])
-    results, rows = [], []
-    for label, _ in runs:
-        rate, final_loss = max(rates[label]), losses[label]
+    baseline = KerasHubBaseline(work / "data", base)
+
+    def row(label: str, rate: float, base_rate: float, peak: float, length: float,
+            final_loss: float | None) -> dict:
         # FLOPs actually computed: length-bucketed batches are shorter than seq_len
         run_flops = train_flops_per_sample(base.model.num_layers, base.model.hidden_dim,
-                                           base.model.intermediate_dim, lengths[label],
+                                           base.model.intermediate_dim, length,
                                            info.max_predictions, info.vocab_size)
-        result = {"config": label, "samples_per_second": rate, "rounds": rates[label],
-                  "tokens_per_second": rate * info.seq_len,
-                  "mean_padded_length": lengths[label], "flops_per_sample": run_flops,
-                  "step_ms": 1000 * args.batch / rate,
-                  "gflops": rate * run_flops / 1e9,
-                  "mfu_fp32_peak": rate * run_flops / 1e9 / peak32,
-                  "vs_baseline": rate / baseline, "final_loss": final_loss}
-        results.append(result)
-        rows.append([label, f"{rate:.1f}", " / ".join(f"{r:.1f}" for r in rates[label]),
-                     f"{rate * info.seq_len:,.0f}", f"{lengths[label]:.0f}",
-                     f"{result['step_ms']:.0f}", f"{result['gflops']:.0f}",
-                     f"{result['mfu_fp32_peak']:.2f}", f"{result['vs_baseline']:.2f}x",
-                     "" if final_loss is None else f"{final_loss:.3f}"])
-    table = markdown_table(["config", "samples/s (best)", "each round", "tokens/s",
-                            "padded length", "step ms",
-                            "GFLOP/s", "MFU (fp32 peak)", "vs baseline", "loss, last 10 steps"],
-                           rows)
+        return {"config": label, "samples_per_second": rate,
+                "baseline_samples_per_second": base_rate, "vs_baseline": rate / base_rate,
+                "tokens_per_second": rate * info.seq_len, "mean_padded_length": length,
+                "flops_per_sample": run_flops, "step_ms": 1000 * args.batch / rate,
+                "gflops": rate * run_flops / 1e9, "peak_gflops_fp32_same_minutes": peak,
+                "mfu_fp32_peak": rate * run_flops / 1e9 / peak, "final_loss": final_loss}
+
+    results, all_baseline, all_peaks = [], [], []
+    for label, overrides in runs:
+        cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / f"{args.size}.yaml",
+                          [f"train.batch_size={args.batch}", f"train.steps={args.steps}",
+                           "train.log_every=10", f"train.checkpoint_every={args.steps}",
+                           "train.eval_batches=0", *overrides])
+        out = Path(tempfile.mkdtemp(dir=work, prefix="run-"))
+        paired = Interleaved(baseline, peak32_now, every=10)
+        metrics = pretrain(cfg, work / "data", out, quiet=True, callbacks=[paired])
+        shutil.rmtree(out, ignore_errors=True)
+        # tfllm's first window (tracing) is not in its samples/s: leave out the baseline's too
+        base_windows, peaks = paired.baseline_rates[1:], paired.peaks[1:]
+        all_baseline += base_windows
+        all_peaks += peaks
+        results.append(row(label, metrics["samples_per_second"],
+                           statistics.harmonic_mean(base_windows), statistics.median(peaks),
+                           metrics["mean_padded_length"], metrics["loss"]))
+        results[-1]["baseline_windows"], results[-1]["peak_windows"] = base_windows, peaks
+        print(label, {k: results[-1][k] for k in ("samples_per_second", "vs_baseline",
+                                                   "mfu_fp32_peak")}, flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    pooled = statistics.harmonic_mean(all_baseline)
+    results.insert(0, row("keras-hub BertMaskedLM.fit (baseline, MLM only), all its windows",
+                          pooled, pooled, statistics.median(all_peaks), info.seq_len, None))
+    table = markdown_table(
+        ["config", "samples/s", "baseline samples/s, same minutes", "vs baseline",
+         "padded length", "step ms", "GFLOP/s", "fp32 peak, same minutes", "MFU (fp32 peak)",
+         "loss, last 10 steps"],
+        [[r["config"], f"{r['samples_per_second']:.1f}", f"{r['baseline_samples_per_second']:.1f}",
+          f"{r['vs_baseline']:.2f}x", f"{r['mean_padded_length']:.0f}", f"{r['step_ms']:.0f}",
+          f"{r['gflops']:.0f}", f"{r['peak_gflops_fp32_same_minutes']:.0f}",
+          f"{r['mfu_fp32_peak']:.2f}", "" if r["final_loss"] is None else f"{r['final_loss']:.3f}"]
+         for r in results])
     ideal_ms = flops * args.batch / (peak32 * 1e9) * 1000
     table += "\n\nWhere a step's time goes (ms, one fixed batch, no NSP):\n\n" + markdown_table(
         ["precision", "forward, no dropout", "forward", "forward + backward", "full step",
@@ -261,9 +283,11 @@ def main() -> None:
     notes = (
         f"Model `{args.size}` (L{base.model.num_layers}/H{base.model.hidden_dim}), L={info.seq_len}, "
         f"global batch {args.batch}, {info.max_predictions} masked positions, vocab {info.vocab_size}, "
-        f"AdamW, {args.steps} steps, the first 10 excluded (tracing), best of {args.rounds} rounds "
-        f"of every config. Matmul peak in the same run "
-        f"(2048x2048): fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s. FLOPs per sample "
+        f"AdamW, {args.steps} steps per config, the first 10 excluded (tracing). After every 10 "
+        "steps of `tfllm pretrain` (a Keras callback), the keras-hub baseline fits 10 steps and "
+        "the fp32 matmul peak (2048x2048) is measured, so each ratio and MFU compares numbers "
+        "taken in the same minutes: this shared 2-core VM drifts by 10-20% between minutes. "
+        f"Peaks at the start: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s. FLOPs per sample "
         f"{flops / 1e9:.2f} GFLOP at L={info.seq_len} (3x forward matmuls incl. attention and the "
         "MLM head at masked positions); with length buckets (`train.bucket_width=32`) batches are "
         "padded only to the next multiple of 32 above their longest row, so GFLOP/s and MFU count "
@@ -273,7 +297,7 @@ def main() -> None:
     write_results("train", f"Pretraining throughput ({args.size}, L={info.seq_len}, CPU)",
                   {"size": args.size, "seq_len": info.seq_len, "batch": args.batch,
                    "peak_gflops_fp32": peak32, "peak_gflops_bf16": peak16,
-                   "flops_per_sample": flops, "rounds": args.rounds, "results": results,
+                   "flops_per_sample": flops, "results": results,
                    "breakdown_ms": breakdown, "op_profile_ms": profiles},
                   table, notes)
     print(table)
