@@ -291,7 +291,7 @@ def main() -> None:
         f"{flops / 1e9:.2f} GFLOP at L={info.seq_len} (3x forward matmuls incl. attention and the "
         "MLM head at masked positions); with length buckets (`train.bucket_width=32`) batches are "
         "padded only to the next multiple of 32 above their longest row, so GFLOP/s and MFU count "
-        "the FLOPs at the mean padded length the run reports (tokens/s stays samples/s x L, "
+        "the FLOPs at the mean padded length the run reports (the JSON's tokens/s stays samples/s x L, "
         "as for the baseline). NSP adds a 2-way head on the pooled output (negligible FLOPs)."
     )
     write_results("train", f"Pretraining throughput ({args.size}, L={info.seq_len}, CPU)",
