@@ -32,6 +32,7 @@ from tfllm.data.tfrecords import load_pretraining_dataset  # noqa: E402
 from tfllm.training.pretrain import PretrainConfig, pretrain, read_data_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+WINDOW = 10  # tfllm steps per log window; the baseline fits as many steps after each
 
 
 def matmul_peak(dtype: tf.DType, n: int = 2048, repeats: int = 20):
@@ -192,14 +193,19 @@ def main() -> None:
     build_pretraining_data(corpus, work / "vocab", work / "data",
                            load_config(PretrainDataConfig, None, ["examples.dupe_factor=1"]),
                            quiet=True)
-    base = load_config(PretrainConfig, REPO / "configs" / "pretrain" / f"{args.size}.yaml",
-                       [f"train.batch_size={args.batch}", f"train.steps={args.steps}",
-                        "train.log_every=10", f"train.checkpoint_every={args.steps}",
-                        "train.eval_batches=0"])
+    config_path = REPO / "configs" / "pretrain" / f"{args.size}.yaml"
+    common = [f"train.batch_size={args.batch}", f"train.steps={args.steps}",
+              f"train.log_every={WINDOW}", f"train.checkpoint_every={args.steps}",
+              "train.eval_batches=0"]
+    base = load_config(PretrainConfig, config_path, common)
     info = read_data_info(work / "data")
-    flops = train_flops_per_sample(base.model.num_layers, base.model.hidden_dim,
-                                   base.model.intermediate_dim, info.seq_len,
-                                   info.max_predictions, info.vocab_size)
+
+    def flops_at(length: float) -> float:
+        return train_flops_per_sample(base.model.num_layers, base.model.hidden_dim,
+                                      base.model.intermediate_dim, length,
+                                      info.max_predictions, info.vocab_size)
+
+    flops = flops_at(info.seq_len)
     peak32_now, peak16_now = matmul_peak(tf.float32), matmul_peak(tf.bfloat16)
     peak32, peak16 = peak32_now(), peak16_now()
 
@@ -223,10 +229,7 @@ def main() -> None:
 
     def row(label: str, rate: float, base_rate: float, peak: float, length: float,
             final_loss: float | None) -> dict:
-        # FLOPs actually computed: length-bucketed batches are shorter than seq_len
-        run_flops = train_flops_per_sample(base.model.num_layers, base.model.hidden_dim,
-                                           base.model.intermediate_dim, length,
-                                           info.max_predictions, info.vocab_size)
+        run_flops = flops_at(length)  # length-bucketed batches are shorter than seq_len
         return {"config": label, "samples_per_second": rate,
                 "baseline_samples_per_second": base_rate, "vs_baseline": rate / base_rate,
                 "tokens_per_second": rate * info.seq_len, "mean_padded_length": length,
@@ -236,12 +239,9 @@ def main() -> None:
 
     results, all_baseline, all_peaks = [], [], []
     for label, overrides in runs:
-        cfg = load_config(PretrainConfig, REPO / "configs" / "pretrain" / f"{args.size}.yaml",
-                          [f"train.batch_size={args.batch}", f"train.steps={args.steps}",
-                           "train.log_every=10", f"train.checkpoint_every={args.steps}",
-                           "train.eval_batches=0", *overrides])
+        cfg = load_config(PretrainConfig, config_path, [*common, *overrides])
         out = Path(tempfile.mkdtemp(dir=work, prefix="run-"))
-        paired = Interleaved(baseline, peak32_now, every=10)
+        paired = Interleaved(baseline, peak32_now, every=WINDOW)
         metrics = pretrain(cfg, work / "data", out, quiet=True, callbacks=[paired])
         shutil.rmtree(out, ignore_errors=True)
         # tfllm's first window (tracing) is not in its samples/s: leave out the baseline's too
@@ -283,8 +283,9 @@ def main() -> None:
     notes = (
         f"Model `{args.size}` (L{base.model.num_layers}/H{base.model.hidden_dim}), L={info.seq_len}, "
         f"global batch {args.batch}, {info.max_predictions} masked positions, vocab {info.vocab_size}, "
-        f"AdamW, {args.steps} steps per config, the first 10 excluded (tracing). After every 10 "
-        "steps of `tfllm pretrain` (a Keras callback), the keras-hub baseline fits 10 steps and "
+        f"AdamW, {args.steps} steps per config, the first {WINDOW} excluded (tracing). After every "
+        f"{WINDOW} steps of `tfllm pretrain` (a Keras callback), the keras-hub baseline fits "
+        f"{WINDOW} steps and "
         "the fp32 matmul peak (2048x2048) is measured, so each ratio and MFU compares numbers "
         "taken in the same minutes: this shared 2-core VM drifts by 10-20% between minutes. "
         f"Peaks at the start: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s. FLOPs per sample "

@@ -280,7 +280,7 @@ def pretrain(
     window: dict[str, float] = {}
     window_steps, window_start = 0, time.perf_counter()
     train_seconds, trained_steps, last_loss = 0.0, 0, float("nan")
-    padded_tokens, total_steps = 0.0, 0
+    padded_tokens = 0.0
     first_window, first_window_rate = True, None  # the first window includes tracing time
     current = start
     while current < cfg.train.steps:
@@ -289,14 +289,14 @@ def pretrain(
         totals = train_steps(iterator, tf.constant(n))
         current += n
         step.assign(current)
+        totals = {key: float(value) for key, value in totals.items()}
         for key, value in totals.items():
-            window[key] = window.get(key, 0.0) + float(value)
+            window[key] = window.get(key, 0.0) + value
         window_steps += n
-        padded_tokens += float(totals["padded_tokens"])
-        total_steps += n
+        padded_tokens += totals["padded_tokens"]
         if callbacks:
             hooks_started = time.perf_counter()
-            hooks.on_train_batch_end(current - 1, {"loss": float(totals["loss"]) / n})
+            hooks.on_train_batch_end(current - 1, {"loss": totals["loss"] / n})
             window_start += time.perf_counter() - hooks_started
         at_log = current % cfg.train.log_every == 0 or current == cfg.train.steps
         if at_log:
@@ -331,8 +331,8 @@ def pretrain(
                "samples_per_second": (trained_steps * global_batch / train_seconds
                                       if train_seconds else first_window_rate),
                # the length batches were padded to: below seq_len with train.bucket_width
-               "mean_padded_length": (padded_tokens / (total_steps * global_batch)
-                                      if total_steps else None),
+               "mean_padded_length": (padded_tokens / ((current - start) * global_batch)
+                                      if current > start else None),
                "replicas": replicas, "strategy": type(strategy).__name__,
                "precision": precision, "jit_compile": jit}
     if eval_data is not None:
