@@ -50,14 +50,16 @@ def matmul_peak(dtype: tf.DType, n: int = 2048, repeats: int = 20):
     return lambda tries=3: best_gflops(lambda: run(a).numpy(), 2 * n**3 * repeats, tries)
 
 
-def step_breakdown(cfg: PretrainConfig, info, precision: str, repeats: int = 15,
+def step_breakdown(cfg: PretrainConfig, info, precision: str, fused: bool, repeats: int = 15,
                    profile_steps: int = 5) -> tuple[dict, dict]:
     """Where a step's time goes, on one fixed batch, no NSP: forward (with and without
     dropout), forward+backward, full step with the optimizer (milliseconds); then the TF
-    profiler over `profile_steps` full steps, op time per step summed by op type."""
+    profiler over `profile_steps` full steps, op time per step summed by op type. `fused`:
+    tfllm's XLA-fused GELU and dropout, else keras-hub's own layers."""
     import numpy as np
 
     from tfllm.models.backbone import build_backbone
+    from tfllm.models.fused_elementwise import fuse_elementwise
     from tfllm.models.pretraining import BertPretrainer, pretraining_losses
     from tfllm.training.optimizer import build_optimizer
 
@@ -73,7 +75,8 @@ def step_breakdown(cfg: PretrainConfig, info, precision: str, repeats: int = 15,
                                      tf.int32),
         "masked_lm_weights": tf.ones((batch_size, preds)),
     }
-    model = BertPretrainer(build_backbone(cfg.model, info.vocab_size, dtype=precision), nsp=False)
+    backbone = build_backbone(cfg.model, info.vocab_size, dtype=precision)
+    model = BertPretrainer(fuse_elementwise(backbone) if fused else backbone, nsp=False)
     optimizer = build_optimizer(cfg.optimizer, 1000)
     model(batch)
     optimizer.build(model.trainable_variables)
@@ -210,13 +213,17 @@ def main() -> None:
     peak32, peak16 = peak32_now(), peak16_now()
 
     breakdown, profiles = {}, {}
-    for precision in ("float32", "mixed_bfloat16"):
-        breakdown[precision], profiles[precision] = step_breakdown(base, info, precision)
+    for label, precision, fused in [("float32, keras-hub layers", "float32", False),
+                                    ("mixed_bfloat16, keras-hub layers", "mixed_bfloat16", False),
+                                    ("mixed_bfloat16, fused", "mixed_bfloat16", True)]:
+        breakdown[label], profiles[label] = step_breakdown(base, info, precision, fused)
     print(breakdown, flush=True)
     runs = [(f"tfllm pretrain, MLM only, {label}", overrides) for label, overrides in [
         ("fp32", ["model.nsp=false", "train.jit_compile=false"]),
         ("fp32 + XLA, 10 steps/call", ["model.nsp=false", "train.jit_compile=true",
                                         "train.steps_per_execution=10"]),
+        ("mixed_bfloat16, keras-hub GELU and dropout (train.fused_elementwise=false)",
+         ["model.nsp=false", "train.precision=mixed_bfloat16", "train.fused_elementwise=false"]),
         ("mixed_bfloat16", ["model.nsp=false", "train.precision=mixed_bfloat16"]),
         ("mixed_bfloat16, length buckets of 32", ["model.nsp=false",
                                                   "train.precision=mixed_bfloat16",
@@ -269,11 +276,11 @@ def main() -> None:
          for r in results])
     ideal_ms = flops * args.batch / (peak32 * 1e9) * 1000
     table += "\n\nWhere a step's time goes (ms, one fixed batch, no NSP):\n\n" + markdown_table(
-        ["precision", "forward, no dropout", "forward", "forward + backward", "full step",
+        ["precision, layers", "forward, no dropout", "forward", "forward + backward", "full step",
          "matmul FLOPs at fp32 peak"],
         [[p, b["forward_no_dropout"], b["forward"], b["forward_backward"], b["step"],
           f"{ideal_ms:.0f}"] for p, b in breakdown.items()])
-    top = list(profiles["mixed_bfloat16"])[:12]
+    top = list(dict.fromkeys(op for prof in profiles.values() for op in list(prof)[:8]))
     table += ("\n\nTF profiler, full step, op time by op type (ms per step, summed over the "
               "threads running ops at once; share of all op time):\n\n") + markdown_table(
         ["op type", *[f"{p} ms" for p in profiles], *[f"{p} share" for p in profiles]],

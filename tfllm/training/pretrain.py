@@ -28,6 +28,7 @@ from tfllm.data.masking import dynamic_masking
 from tfllm.data.tfrecords import load_pretraining_dataset, shard_files
 from tfllm.errors import InputError
 from tfllm.models.backbone import BackboneConfig, build_backbone
+from tfllm.models.fused_elementwise import fuse_elementwise
 from tfllm.models.pretraining import BertPretrainer, pretraining_losses
 from tfllm.models.run_dir import save_run_dir
 from tfllm.tokenization.wordpiece import read_vocab
@@ -56,6 +57,7 @@ class TrainConfig:
     jit_compile: bool | str = "auto"  # auto | true | false
     steps_per_execution: int = 1
     bucket_width: int = 0  # >0: batch similar lengths, pad to the next multiple of this
+    fused_elementwise: bool = True  # XLA-fused GELU and dropout (models/fused_elementwise.py)
     seed: int = 42
     log_every: int = 20
     checkpoint_every: int = 100
@@ -222,6 +224,8 @@ def pretrain(
                                  **({"clipnorm": None} if clipnorm else {})})
     with strategy.scope():
         backbone = build_backbone(cfg.model, data.vocab_size, dtype=precision)
+        if cfg.train.fused_elementwise:
+            fuse_elementwise(backbone)
         model = BertPretrainer(backbone, nsp=cfg.model.nsp)
         model(_model_inputs(data, 1))
         optimizer = build_optimizer(opt_cfg, cfg.train.steps,
@@ -334,7 +338,8 @@ def pretrain(
                "mean_padded_length": (padded_tokens / ((current - start) * global_batch)
                                       if current > start else None),
                "replicas": replicas, "strategy": type(strategy).__name__,
-               "precision": precision, "jit_compile": jit}
+               "precision": precision, "jit_compile": jit,
+               "fused_elementwise": cfg.train.fused_elementwise}
     if eval_data is not None:
         metrics.update(evaluate(model, eval_data, cfg, strategy))
         metrics["unigram_mlm_accuracy"] = unigram_accuracy(data, eval_data, cfg)
