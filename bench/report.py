@@ -20,13 +20,19 @@ RESULTS_MD = REPO / "docs" / "results.md"
 def machine() -> dict:
     """CPU model, core count, memory and the Python/platform, for every results table."""
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
+    # Hosts behind one model name differ in these, and bf16 speed hangs on them.
+    matrix = [name for flag, name in [("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"),
+                                      ("avx512f", "AVX-512"), ("avx2", "AVX2")] if flag in flags]
     memory_gb = None
     try:
         pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -44,7 +50,7 @@ def machine() -> dict:
                              timeout=30).stdout.strip().splitlines()
     except (OSError, subprocess.SubprocessError):
         gpu = []
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory_gb,
+    return {"cpu": cpu, "cpu_matrix_isa": matrix, "cores": os.cpu_count(), "memory_gb": memory_gb,
             **({"gpu": gpu[0]} if gpu else {}),
             "python": platform.python_version(), "platform": platform.platform(),
             "commit": commit}
@@ -64,7 +70,9 @@ def write_results(name: str, title: str, data: dict, table: str, notes: str = ""
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     section = (
         f"## {title}\n\n"
-        f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB, "
+        f"Machine: {info['cpu']}"
+        + (f" ({', '.join(info['cpu_matrix_isa'])})" if info.get("cpu_matrix_isa") else "")
+        + f", {info['cores']} cores, {info['memory_gb']} GiB, "
         + (f"GPU {info['gpu']}, " if info.get("gpu") else "") +
         f"Python {info['python']}, commit {info['commit']}. "
         f"Raw numbers: `bench/results/{name}.json`.\n\n{table}\n"

@@ -303,7 +303,12 @@ def main() -> None:
         "MLM head at masked positions); with length buckets (`train.bucket_width=32`) batches are "
         "padded only to the next multiple of 32 above their longest row, so GFLOP/s and MFU count "
         "the FLOPs at the mean padded length the run reports (the JSON's tokens/s stays samples/s x L, "
-        "as for the baseline). NSP adds a 2-way head on the pooled output (negligible FLOPs)."
+        "as for the baseline). NSP adds a 2-way head on the pooled output (negligible FLOPs). "
+        "tfllm rows use `train.fused_elementwise=true` (the default: XLA-fused tanh GELU and "
+        "dropout with 16-bit draws, `tfllm/models/fused_elementwise.py`) unless the row says "
+        "otherwise; the baseline is keras-hub's own layers. MFU is against the fp32 peak as the "
+        f"issue defines it; against the bf16 peak measured at the start ({peak16:.0f} GFLOP/s) "
+        f"the best row is {max(r['gflops'] for r in results) / peak16:.2f}."
     )
     write_results("train", f"Pretraining throughput ({args.size}, L={info.seq_len}, CPU)",
                   {"size": args.size, "seq_len": info.seq_len, "batch": args.batch,
