@@ -113,7 +113,7 @@ def fuse_elementwise(backbone: keras.Model) -> keras.Model:
         if type(layer) is keras.layers.Dropout:
             layer.__class__ = FusedDropout
         elif isinstance(layer, TransformerEncoder):
-            dense = layer._feedforward_intermediate_dense
-            if dense.activation is keras_hub_gelu:
+            dense = getattr(layer, "_feedforward_intermediate_dense", None)
+            if dense is not None and dense.activation is keras_hub_gelu:
                 dense.activation = gelu_approximate
     return backbone
