@@ -17,9 +17,11 @@ import keras_hub
 DIMS = ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "max_sequence_length")
 
 
-def compiled_masked_lm(dims: Mapping, vocab_size: int, learning_rate: float):
-    """`BertBackbone` at `dims` + `BertMaskedLM`, AdamW, masked sparse cross-entropy."""
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=vocab_size,
+def compiled_masked_lm(dims: Mapping, vocab_size: int, learning_rate: float,
+                       dtype: str | None = None):
+    """`BertBackbone` at `dims` (and dtype policy) + `BertMaskedLM`, AdamW, masked sparse
+    cross-entropy."""
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=vocab_size, dtype=dtype,
                                              **{key: dims[key] for key in DIMS})
     model = keras_hub.models.BertMaskedLM(backbone)
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate),
