@@ -82,3 +82,12 @@ def test_fusing_a_backbone_swaps_its_layers_and_keeps_inference_and_config():
     assert backbone.get_config() == config
     trained = backbone(inputs, training=True)["sequence_output"].numpy()
     assert np.isfinite(trained).all() and not np.allclose(trained, before, atol=1e-3)
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.999999])
+def test_fused_dropout_near_rate_one_drops_everything_like_keras(rate):
+    # round(rate * 65536) == 65536 does not fit the 16-bit threshold: Keras' path takes it.
+    y = FusedDropout(rate, seed=1)(tf.ones((1000,)), training=True).numpy()
+    np.testing.assert_array_equal(
+        y, keras.layers.Dropout(rate, seed=1)(tf.ones((1000,)), training=True).numpy())
+    assert (y == 0).mean() > 0.99

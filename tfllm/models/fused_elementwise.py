@@ -78,8 +78,9 @@ def _dropout(x: tf.Tensor, seed: tf.Tensor, rate: float) -> tf.Tensor:
 class FusedDropout(keras.layers.Dropout):
     """`keras.layers.Dropout` with 16-bit random draws and one fused kernel each way.
 
-    Same arguments, seeds and serialized config as `keras.layers.Dropout` (a `noise_shape`
-    falls back to it); `fuse_elementwise` turns keras-hub's dropout layers into this.
+    Same arguments, seeds and serialized config as `keras.layers.Dropout` (a `noise_shape`,
+    or a rate too close to 1 for 16 bits, falls back to it); `fuse_elementwise` turns
+    keras-hub's dropout layers into this.
 
     Example:
 
@@ -90,7 +91,9 @@ class FusedDropout(keras.layers.Dropout):
     """
 
     def call(self, inputs, training=False):
-        if not training or self.rate == 0 or self.noise_shape is not None:
+        # A rate within 1/131072 of 1 rounds to a threshold that 16 bits cannot hold.
+        if (not training or self.rate == 0 or round(self.rate * _BITS) >= _BITS
+                or self.noise_shape is not None):
             return super().call(inputs, training=training)
         seed = self.seed_generator.next()
         # Keras' TF backend keeps seeds int32 so the op also compiles under XLA.
