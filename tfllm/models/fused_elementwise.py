@@ -7,7 +7,8 @@ memory, and bf16 element-wise kernels are scalar. Here each becomes one XLA-comp
 (forward and a hand-written backward through `tf.custom_gradient`), and dropout draws 16
 random bits per element instead of 32 (half the Philox work). The maths is unchanged: the
 same tanh GELU, and dropout keeps each element with probability 1 - rate (to 1/65536) and
-scales by the exact inverse. Only the training path uses them; inference is untouched.
+scales by the exact inverse. Only `tfllm pretrain` swaps them in (its held-out evaluation
+runs the fused GELU too); saved models reload with keras-hub's own layers.
 
 Example:
 
@@ -32,17 +33,21 @@ _GELU_C = math.sqrt(2 / math.pi)
 _BITS = 65536  # dropout compares 16-bit random integers against rate * _BITS
 
 
+def _gelu_tanh(x32: tf.Tensor) -> tf.Tensor:
+    return tf.tanh(_GELU_C * (x32 + 0.044715 * x32 * x32 * x32))
+
+
 @tf.function(jit_compile=True)
 def _gelu_forward(x: tf.Tensor) -> tf.Tensor:
     x32 = tf.cast(x, tf.float32)
-    t = tf.tanh(_GELU_C * (x32 + 0.044715 * x32 * x32 * x32))
-    return tf.cast(0.5 * x32 * (1 + t), x.dtype)
+    return tf.cast(0.5 * x32 * (1 + _gelu_tanh(x32)), x.dtype)
 
 
 @tf.function(jit_compile=True)
 def _gelu_backward(x: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
+    # Recomputes tanh rather than keeping it from the forward: one fewer tensor held in memory.
     x32 = tf.cast(x, tf.float32)
-    t = tf.tanh(_GELU_C * (x32 + 0.044715 * x32 * x32 * x32))
+    t = _gelu_tanh(x32)
     slope = 0.5 * (1 + t) + 0.5 * x32 * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * x32 * x32)
     return tf.cast(tf.cast(dy, tf.float32) * slope, x.dtype)
 
