@@ -39,11 +39,6 @@ def machine() -> dict:
         memory_gb = round(pages / 2**30, 1)
     except (ValueError, OSError):
         pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                                capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
     try:  # the GPU, where there is one: tables measured on it must say so
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
                               "--format=csv,noheader"], capture_output=True, text=True,
@@ -53,7 +48,21 @@ def machine() -> dict:
     return {"cpu": cpu, "cpu_matrix_isa": matrix, "cores": os.cpu_count(), "memory_gb": memory_gb,
             **({"gpu": gpu[0]} if gpu else {}),
             "python": platform.python_version(), "platform": platform.platform(),
-            "commit": commit}
+            **tree_state()}
+
+
+def tree_state() -> dict:
+    """The commit the measuring code came from, and whether tracked files differed from it
+    (`dirty`): a row is reproducible from its commit only when `dirty` is false."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True,
+                              text=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "--short", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except OSError:
+        return {"commit": "", "dirty": None}
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -66,6 +75,11 @@ def write_results(name: str, title: str, data: dict, table: str, notes: str = ""
     """Save JSON and replace (or append) the `## title` section of docs/results.md."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = machine()
+    # Rows measured in this run carry its commit; rows kept from earlier runs keep theirs.
+    for row in data.get("results", []):
+        if isinstance(row, dict):
+            row.setdefault("commit", info["commit"])
+            row.setdefault("dirty", info["dirty"])
     payload = {"benchmark": name, "machine": info, **data}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
     section = (
@@ -74,7 +88,8 @@ def write_results(name: str, title: str, data: dict, table: str, notes: str = ""
         + (f" ({', '.join(info['cpu_matrix_isa'])})" if info.get("cpu_matrix_isa") else "")
         + f", {info['cores']} cores, {info['memory_gb']} GiB, "
         + (f"GPU {info['gpu']}, " if info.get("gpu") else "") +
-        f"Python {info['python']}, commit {info['commit']}. "
+        f"Python {info['python']}, commit {info['commit']}"
+        + (" with uncommitted changes" if info.get("dirty") else "") + ". "
         f"Raw numbers: `bench/results/{name}.json`.\n\n{table}\n"
         + (f"\n{notes.strip()}\n" if notes else "")
     )
