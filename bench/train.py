@@ -25,9 +25,9 @@ from flops import best_gflops, train_flops_per_sample  # noqa: E402
 from keras_hub_baseline import compiled_masked_lm  # noqa: E402
 from report import markdown_table, write_results  # noqa: E402
 
-from tfllm.config import PretrainDataConfig, load_config  # noqa: E402
+from tfllm.config import load_config  # noqa: E402
 from tfllm.data.locations import data_root  # noqa: E402
-from tfllm.data.stages import build_pretraining_data, build_vocab  # noqa: E402
+from tfllm.data.stages import PretrainDataConfig, build_pretraining_data, build_vocab  # noqa: E402
 from tfllm.data.tfrecords import load_pretraining_dataset  # noqa: E402
 from tfllm.training.pretrain import PretrainConfig, pretrain, read_data_info  # noqa: E402
 

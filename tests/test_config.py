@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tfllm.config import ConfigError, PretrainDataConfig, load_config, save_config
+from tfllm.config import ConfigError, load_config, save_config
+from tfllm.data.stages import PretrainDataConfig
 
 REPO_CONFIG = "configs/data/pretrain.yaml"
 

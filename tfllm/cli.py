@@ -27,8 +27,8 @@ def _corpus_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_vocab(args: argparse.Namespace) -> int:
-    from tfllm.config import CleanCorpusConfig, load_config
-    from tfllm.data.stages import build_vocab
+    from tfllm.config import load_config
+    from tfllm.data.stages import CleanCorpusConfig, build_vocab
 
     cfg = load_config(CleanCorpusConfig, args.config, args.overrides)
     build_vocab(args.corpus, args.out, args.vocab_size, args.lowercase, cfg)
@@ -36,8 +36,8 @@ def cmd_vocab(args: argparse.Namespace) -> int:
 
 
 def cmd_data_clean(args: argparse.Namespace) -> int:
-    from tfllm.config import CleanCorpusConfig, load_config
-    from tfllm.data.stages import clean_corpus
+    from tfllm.config import load_config
+    from tfllm.data.stages import CleanCorpusConfig, clean_corpus
 
     cfg = load_config(CleanCorpusConfig, args.config, args.overrides)
     clean_corpus(args.corpus, args.out, cfg)
@@ -45,8 +45,8 @@ def cmd_data_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_data_pretrain(args: argparse.Namespace) -> int:
-    from tfllm.config import PretrainDataConfig, load_config
-    from tfllm.data.stages import build_pretraining_data
+    from tfllm.config import load_config
+    from tfllm.data.stages import PretrainDataConfig, build_pretraining_data
 
     overrides = list(args.overrides)
     for flag, key in (("seq_len", "seq_len"), ("dupe_factor", "dupe_factor"),

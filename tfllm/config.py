@@ -1,16 +1,22 @@
 """Plain dataclass configs loaded from YAML files, with `section.key=value` overrides.
 
-Every stage keeps its options in a small dataclass next to the code that uses them;
-this module composes them into one config per CLI stage and does the loading:
-YAML -> nested dict -> `--set` overrides -> type-checked dataclasses. Unknown keys
-are errors that name the closest valid key.
+Every stage keeps its options in small dataclasses next to the code that uses them, and
+composes them into one config per CLI stage (`tfllm.data.stages.PretrainDataConfig`,
+`tfllm.finetune.train.FinetuneConfig`, ...). This module knows no stage: it only loads,
+YAML -> nested dict -> `--set` overrides -> type-checked dataclasses. Unknown keys are
+errors that name the closest valid key.
 
 Example:
 
->>> from tfllm.config import PretrainDataConfig, load_config
->>> cfg = load_config(PretrainDataConfig, None, ["examples.seq_len=64", "dedup.near=false"])
->>> cfg.examples.seq_len, cfg.dedup.near
+>>> from tfllm.config import load_config
+>>> from tfllm.data.pretraining import ExampleOptions
+>>> cfg = load_config(ExampleOptions, None, ["seq_len=64", "nsp=false"])
+>>> cfg.seq_len, cfg.nsp
 (64, False)
+>>> load_config(ExampleOptions, None, ["seq_lne=64"])
+Traceback (most recent call last):
+...
+tfllm.config.ConfigError: unknown config key 'seq_lne' (did you mean 'seq_len'?)
 """
 
 from __future__ import annotations
@@ -19,17 +25,11 @@ import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
-from tfllm.data.corpus import CleanOptions
-from tfllm.data.dedup import DedupOptions
-from tfllm.data.filters import FilterOptions
-from tfllm.data.normalize import NormalizeOptions
-from tfllm.data.pretraining import ExampleOptions
 from tfllm.errors import InputError
 
 T = TypeVar("T")
@@ -37,23 +37,6 @@ T = TypeVar("T")
 
 class ConfigError(InputError):
     """A config file or override that does not fit the config's dataclasses."""
-
-
-@dataclass
-class CleanCorpusConfig:
-    """`tfllm data clean`: the corpus pipeline alone."""
-
-    normalize: NormalizeOptions = field(default_factory=NormalizeOptions)
-    filter: FilterOptions = field(default_factory=FilterOptions)
-    dedup: DedupOptions = field(default_factory=DedupOptions)
-    corpus: CleanOptions = field(default_factory=CleanOptions)
-
-
-@dataclass
-class PretrainDataConfig(CleanCorpusConfig):
-    """`tfllm data pretrain`: corpus pipeline, then MLM + NSP examples."""
-
-    examples: ExampleOptions = field(default_factory=ExampleOptions)
 
 
 def _type_name(tp: Any) -> str:

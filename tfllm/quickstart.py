@@ -13,9 +13,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tfllm.config import PretrainDataConfig, load_config
+from tfllm.config import load_config
 from tfllm.data.locations import data_root
-from tfllm.data.stages import build_pretraining_data, build_vocab
+from tfllm.data.stages import PretrainDataConfig, build_pretraining_data, build_vocab
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -6,8 +6,7 @@ temporary name (renamed when complete) with a `stats.json`, and prints a short r
 Example:
 
 >>> import pathlib, tempfile
->>> from tfllm.config import CleanCorpusConfig
->>> from tfllm.data.stages import clean_corpus
+>>> from tfllm.data.stages import CleanCorpusConfig, clean_corpus
 >>> tmp = pathlib.Path(tempfile.mkdtemp())
 >>> _ = (tmp / "c.txt").write_text("First document, long enough.\\n\\nFirst document, long enough.\\n")
 >>> stats = clean_corpus([tmp / "c.txt"], tmp / "clean", CleanCorpusConfig(), quiet=True)
@@ -22,15 +21,18 @@ import math
 import random
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
 from tfllm.atomic import atomic_dir
-from tfllm.config import CleanCorpusConfig, PretrainDataConfig, save_config
-from tfllm.data.corpus import CorpusStats, clean_documents
-from tfllm.data.normalize import normalize
-from tfllm.data.pretraining import MaskingCounts, MaskingVocab, create_instances
+from tfllm.config import save_config
+from tfllm.data.corpus import CleanOptions, CorpusStats, clean_documents
+from tfllm.data.dedup import DedupOptions
+from tfllm.data.filters import FilterOptions
+from tfllm.data.normalize import NormalizeOptions, normalize
+from tfllm.data.pretraining import ExampleOptions, MaskingCounts, MaskingVocab, create_instances
 from tfllm.data.readers import Document, ReadReport, read_corpus
 from tfllm.data.sentences import split_sentences
 from tfllm.errors import InputError
@@ -38,6 +40,23 @@ from tfllm.tokenization.vocab import train_wordpiece, write_tokenizer_files
 from tfllm.tokenization.wordpiece import load_tokenizer, read_vocab
 
 PathLike = str | Path
+
+
+@dataclass
+class CleanCorpusConfig:
+    """`tfllm vocab` and `tfllm data clean`: the corpus pipeline alone."""
+
+    normalize: NormalizeOptions = field(default_factory=NormalizeOptions)
+    filter: FilterOptions = field(default_factory=FilterOptions)
+    dedup: DedupOptions = field(default_factory=DedupOptions)
+    corpus: CleanOptions = field(default_factory=CleanOptions)
+
+
+@dataclass
+class PretrainDataConfig(CleanCorpusConfig):
+    """`tfllm data pretrain`: corpus pipeline, then MLM + NSP examples."""
+
+    examples: ExampleOptions = field(default_factory=ExampleOptions)
 
 
 def _read(paths: Sequence[PathLike], cfg: CleanCorpusConfig, report: ReadReport) -> Iterator[Document]:
