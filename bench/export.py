@@ -24,9 +24,9 @@ from report import markdown_table, write_results  # noqa: E402
 from tfllm_export import artifacts  # noqa: E402
 from tfllm_export.gate import onnx_runner, tflite_runner  # noqa: E402
 from tfllm_export.stage import export_run  # noqa: E402
+from tfllm_serving.wordpiece import encode_batch, load_tokenizer  # noqa: E402
 
 from tfllm.data.locations import data_root  # noqa: E402
-from tfllm.tokenization.wordpiece import encode_batch, load_tokenizer  # noqa: E402
 
 SEQ = 128
 

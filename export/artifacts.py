@@ -176,10 +176,11 @@ class TextClassifierModule(tf.Module):
     """Raw strings -> logits/probabilities, for `tf.saved_model.save` and TF Serving."""
 
     def __init__(self, model, vocab: list[str], max_len: int, lowercase: bool,
-                 pairs: bool) -> None:
+                 pairs: bool, truncation: str = "head") -> None:
         super().__init__()
         self.model = model
-        self.tokenizer = InGraphTokenizer(vocab, max_len=max_len, lowercase=lowercase)
+        self.tokenizer = InGraphTokenizer(vocab, max_len=max_len, lowercase=lowercase,
+                                          truncation=truncation)
         text = tf.TensorSpec([None], tf.string, name="text")
         if pairs:
             self.serve = tf.function(self._pair, input_signature=[
@@ -202,6 +203,6 @@ class TextClassifierModule(tf.Module):
 
 
 def export_savedmodel(model, directory: Path, vocab: list[str], max_len: int, lowercase: bool,
-                      pairs: bool) -> None:
-    module = TextClassifierModule(model, vocab, max_len, lowercase, pairs)
+                      pairs: bool, truncation: str = "head") -> None:
+    module = TextClassifierModule(model, vocab, max_len, lowercase, pairs, truncation)
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})

@@ -73,13 +73,20 @@ def savedmodel_runner(directory: Path) -> Callable[[list[str], list[str] | None]
     return run
 
 
+def argmax_rows(logits: np.ndarray) -> np.ndarray:
+    """Each row's best label id: how a classifier (or an `argmax`-decoded tagger) predicts."""
+    return logits.argmax(-1)
+
+
 def compare(fmt: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndarray,
             thresholds: GateThresholds,
-            metric_fn: Callable[[np.ndarray], float] | None = None) -> dict:
+            metric_fn: Callable[[np.ndarray], float] | None = None,
+            decode: Callable[[np.ndarray], np.ndarray] = argmax_rows) -> dict:
     """The gate's numbers for one artifact, and whether it passes. Rows are examples (or
-    words, for token classification); `metric_fn(predicted ids)` is the task metric
-    (default: accuracy against `labels`)."""
-    predicted, expected = logits.argmax(-1), reference.argmax(-1)
+    words, for token classification); `decode(logits)` gives the predicted label ids as the
+    run predicts them (default: argmax; NER: the run's decoding per sentence) and
+    `metric_fn(predicted ids)` the task metric (default: accuracy against `labels`)."""
+    predicted, expected = decode(logits), decode(reference)
     metric_fn = metric_fn or (lambda ids: float((ids == labels).mean()))
     metric, reference_metric = metric_fn(predicted), metric_fn(expected)
     result = {

@@ -20,6 +20,7 @@ import numpy as np
 from tfllm_export import artifacts
 from tfllm_export.gate import (
     GateThresholds,
+    argmax_rows,
     batches,
     compare,
     latency_ms,
@@ -69,56 +70,20 @@ class GateData:
     metric: Callable[[np.ndarray], float]
     metric_name: str
     source: str
+    decode: Callable[[np.ndarray], np.ndarray] = argmax_rows
 
 
 def gate_data(task, names: list[str], tokenizer, eval_data: str | None, max_eval: int
               ) -> GateData:
+    from tfllm_serving.wordpiece import encode_batch
+
     from tfllm.data.readers import ReadReport
-    from tfllm.data.tasks import check_known_labels, read_examples, read_tagged, stratified_split
-    from tfllm.finetune.metrics import entity_metrics
-    from tfllm.finetune.tagging import encode_tagged
-    from tfllm.tokenization.wordpiece import encode_batch
+    from tfllm.data.tasks import check_known_labels, read_examples, stratified_split
 
     source = eval_data or task.eval
     strict = ReadReport(strict=True)
     if task.type == "token_classification":
-        if not source:
-            raise InputError("no eval data: pass --eval-data FILE (CoNLL; the gate runs on real "
-                             "task data)")
-        sentences = read_tagged(source, strict, tag_column=task.tag_column)[:max_eval]
-        check_known_labels(sentences, names, "eval")
-        index = {name: i for i, name in enumerate(names)}
-
-        def encoded(sl: slice) -> dict:
-            return encode_tagged(tokenizer, [s.words for s in sentences[sl]], None, None,
-                                 task.max_len)
-
-        def tagged(sl: slice, pad: bool = False) -> dict:
-            enc = encoded(sl)
-            width = task.max_len - enc["input_ids"].shape[1] if pad else 0  # latency: L=max_len
-            return {k: np.pad(enc[k], ((0, 0), (0, width)))
-                    for k in ("input_ids", "attention_mask", "token_type_ids")}
-
-        firsts = [encoded(sl)["first_token"] for sl in batches(len(sentences), 32)]
-
-        def pick(logits: np.ndarray, sl: slice) -> np.ndarray:
-            first = firsts[sl.start // 32]
-            rows, cols = np.nonzero(first >= 0)
-            return logits[rows, first[rows, cols]]
-
-        kept = [[t for t, f in zip(s.tags, first_row, strict=False) if f >= 0]
-                for chunk, sl in zip(firsts, batches(len(sentences), 32), strict=True)
-                for s, first_row in zip(sentences[sl], chunk, strict=True)]
-        counts = np.cumsum([len(k) for k in kept])[:-1]
-
-        def entity_f1(predicted: np.ndarray) -> float:
-            tags = [[names[i] for i in row] for row in np.split(predicted, counts)]
-            return entity_metrics(kept, tags, names, quiet=True)["entity_f1"]
-
-        return GateData([" ".join(s.words) for s in sentences], None, tagged, pick,
-                        np.array([index[t] for row in kept for t in row]), entity_f1,
-                        "entity_f1", str(source))
-
+        return _tagged_gate_data(task, names, tokenizer, source, max_eval)
     columns = dict(text_column=task.text_column, label_column=task.label_column,
                    text_pair_column=task.text_pair_column, fmt=task.format)
     if source:
@@ -140,11 +105,63 @@ def gate_data(task, names: list[str], tokenizer, eval_data: str | None, max_eval
 
     def features(sl: slice, pad_to_max: bool = False) -> dict:
         return encode_batch(tokenizer, texts[sl], pairs[sl] if pairs else None,
-                            max_len=task.max_len, pad_to_max_len=pad_to_max)
+                            max_len=task.max_len, pad_to_max_len=pad_to_max,
+                            truncation=task.truncation)
 
     return GateData(texts, pairs, features, lambda logits, sl: logits, labels,
                     lambda predicted: float((predicted == labels).mean()), "accuracy",
                     str(source))
+
+
+def _tagged_gate_data(task, names: list[str], tokenizer, source: str | None, max_eval: int
+                      ) -> GateData:
+    """CoNLL sentences: one scored row per word that has a sub-token, words decoded per
+    sentence under the run's `task.decoding`, entity F1 as the metric."""
+    from tfllm_serving.tagging import decode_word_scores
+    from tfllm_serving.wordpiece import encode_words
+
+    from tfllm.data.readers import ReadReport
+    from tfllm.data.tasks import check_known_labels, read_tagged
+    from tfllm.finetune.metrics import entity_metrics
+
+    if not source:
+        raise InputError("no eval data: pass --eval-data FILE (CoNLL; the gate runs on real "
+                         "task data)")
+    sentences = read_tagged(source, ReadReport(strict=True), tag_column=task.tag_column)
+    sentences = sentences[:max_eval]
+    check_known_labels(sentences, names, "eval")
+    index = {name: i for i, name in enumerate(names)}
+
+    def tagged(sl: slice, pad: bool = False) -> dict:
+        enc = encode_words(tokenizer, [s.words for s in sentences[sl]], task.max_len)
+        width = task.max_len - enc["input_ids"].shape[1] if pad else 0  # latency: L=max_len
+        return {k: np.pad(enc[k], ((0, 0), (0, width)))
+                for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    firsts = [encode_words(tokenizer, [s.words for s in sentences[sl]], task.max_len)
+              ["first_token"] for sl in batches(len(sentences), 32)]
+
+    def pick(logits: np.ndarray, sl: slice) -> np.ndarray:
+        first = firsts[sl.start // 32]
+        rows, cols = np.nonzero(first >= 0)
+        return logits[rows, first[rows, cols]]
+
+    kept = [[t for t, f in zip(s.tags, first_row, strict=False) if f >= 0]
+            for chunk, sl in zip(firsts, batches(len(sentences), 32), strict=True)
+            for s, first_row in zip(sentences[sl], chunk, strict=True)]
+    counts = np.cumsum([len(k) for k in kept])[:-1]
+
+    def decode(word_logits: np.ndarray) -> np.ndarray:
+        return np.array([i for sentence in np.split(word_logits, counts)
+                         for i in decode_word_scores(sentence, names, task.decoding)], dtype=int)
+
+    def entity_f1(predicted: np.ndarray) -> float:
+        tags = [[names[i] for i in row] for row in np.split(predicted, counts)]
+        return entity_metrics(kept, tags, names, quiet=True)["entity_f1"]
+
+    return GateData([" ".join(s.words) for s in sentences], None, tagged, pick,
+                    np.array([index[t] for row in kept for t in row]), entity_f1,
+                    "entity_f1", str(source), decode)
 
 
 def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
@@ -158,10 +175,10 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     every ONNX format is also built from the transformer-fused graph and that one is kept
     when it passes the gate and runs faster at B=1."""
     import keras
+    from tfllm_serving.wordpiece import is_lowercase, load_tokenizer, read_vocab
 
     from tfllm.config import load_config
     from tfllm.finetune.train import FinetuneConfig
-    from tfllm.tokenization.wordpiece import is_lowercase, load_tokenizer, read_vocab
 
     run_dir = Path(run_dir)
     missing = [name for name in RUN_DIR_FILES if not (run_dir / name).exists()]
@@ -201,7 +218,7 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
         return data.pick(out, sl)
 
     reference = np.concatenate([scored(keras_logits, sl) for sl in chunks])
-    reference_metric = data.metric(reference.argmax(-1))
+    reference_metric = data.metric(data.decode(reference))
     b1, b32 = data.features(slice(0, 1), True), data.features(slice(0, 32), True)
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -240,21 +257,22 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
         def gated(fmt: str, path: Path) -> dict:
             run = (onnx_runner if fmt.startswith("onnx") else tflite_runner)(path)
             logits = np.concatenate([scored(run, sl) for sl in chunks])
-            return {**compare(fmt, logits, reference, data.labels, thresholds, data.metric),
+            return {**compare(fmt, logits, reference, data.labels, thresholds, data.metric,
+                              data.decode),
                     "latency_ms": latency_ms(run, (b1,), (b32,)),
                     "size_bytes": path.stat().st_size}
 
         for fmt in tqdm(formats, desc="export", unit="artifact", disable=quiet):
             if fmt == "savedmodel":
                 artifacts.export_savedmodel(model, tmp, vocab, cfg.task.max_len, lowercase,
-                                            pairs is not None)
+                                            pairs is not None, cfg.task.truncation)
                 run = savedmodel_runner(tmp)
                 logits = np.concatenate([scored(run, sl, raw_text=True) for sl in chunks])
                 entry = {"format": fmt, "path": artifacts.FILE_NAMES[fmt], "size_bytes": sum(
                     p.stat().st_size for p in [tmp / "saved_model.pb",
                                                *(tmp / "variables").glob("*")])}
                 entry.update(compare(fmt, logits, reference, data.labels, thresholds,
-                                     data.metric))
+                                     data.metric, data.decode))
                 entry["latency_ms"] = latency_ms(run, ([texts[0]], [pairs[0]] if pairs else None),
                                                  (texts[:32], pairs[:32] if pairs else None))
             else:
@@ -284,7 +302,8 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
         (tmp / "model_config.json").write_text(json.dumps({
             "task": cfg.task.type, "inputs": list(artifacts.ONNX_INPUTS),
             "outputs": ["logits"], "max_len": cfg.task.max_len, "lowercase": lowercase,
-            "text_pair": pairs is not None, "artifacts": passing}, indent=2) + "\n")
+            "text_pair": pairs is not None, **_encoding(cfg.task), "artifacts": passing},
+            indent=2) + "\n")
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -292,6 +311,13 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     if not quiet:
         print(f"export -> {target}: {'passed' if report['passed'] else 'FAILED'}")
     return report
+
+
+def _encoding(task) -> dict:
+    """How the run encoded text and decoded tags, for the server to do the same."""
+    if task.type == "token_classification":
+        return {"decoding": task.decoding}
+    return {"truncation": task.truncation}
 
 
 def _attention_shape(model) -> tuple[int, int]:

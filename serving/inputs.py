@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import InvalidInput
 from .runtime import ID_INPUTS, SIGNATURE_NAMES, BatchOutput, EncodedBatch, ModelRuntime
+from .tagging import decode_tags, entities
 
 TEXT_INPUTS = ("text", "text_pair")
 OUTPUT_NAMES = ("logits", "probabilities")
@@ -238,18 +239,24 @@ def _feature_value(value: Any) -> Any:
 def format_predictions(
     parsed: ParsedInputs, out: BatchOutput, runtime: ModelRuntime
 ) -> list[dict[str, Any]]:
-    """Row format: one object per instance; per-token outputs cut to the row's length."""
+    """Row format: one object per instance; per-token outputs cut to the row's length. A
+    token classifier given text also answers its `words`, their `word_labels` (decoded as
+    the run decoded them: `model_config.json` `decoding`) and the `entities` they spell."""
     token_level = runtime.task == "token_classification"
+    batch = parsed.batch
+    tags = None
+    if token_level and batch.words is not None:
+        tags = decode_tags(batch.first_token, out.logits, runtime.labels,
+                           [len(w) for w in batch.words], runtime.decoding)
     preds = []
-    for i in range(parsed.batch.size):
+    for i in range(batch.size):
         n = parsed.lengths[i]
         logits = out.logits[i, :n] if token_level else out.logits[i]
         probs = out.probabilities[i, :n] if token_level else out.probabilities[i]
         pred: dict[str, Any] = {"logits": logits.tolist(), "probabilities": probs.tolist()}
-        if token_level and parsed.batch.words is not None:
-            best = out.probabilities[i].argmax(axis=-1)
-            pred["words"] = [w for w, _ in parsed.batch.words[i]]
-            pred["word_labels"] = [runtime.labels[int(best[t])] for _, t in parsed.batch.words[i]]
+        if tags is not None:
+            pred["words"], pred["word_labels"] = batch.words[i], tags[i]
+            pred["entities"] = entities(tags[i], batch.words[i])
         preds.append(pred)
     return preds
 

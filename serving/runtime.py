@@ -24,6 +24,8 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from .errors import InvalidInput
+from .tagging import DECODINGS
+from .wordpiece import TRUNCATIONS, encode_batch, encode_words
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,10 @@ class EncodedBatch:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     token_type_ids: np.ndarray
-    # Words of each row for word-level labels (text input only), else None.
-    words: list[list[tuple[str, int]]] | None = None
+    # Token classification from text: each row's words, and [rows, words] the position of
+    # each word's first sub-token (-1: cut off by max_len); else None.
+    words: list[list[str]] | None = None
+    first_token: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -119,6 +123,9 @@ class ModelRuntime:
         self.config = model_config
         self.task = model_config.get("task", "classification")
         self.text_pair = bool(model_config.get("text_pair", False))
+        # How the run encoded and decoded (versions exported before these keys: as served then)
+        self.truncation = model_config.get("truncation", "head")
+        self.decoding = model_config.get("decoding", "argmax")
         self.labels = labels
         self.session = session
         self.max_len = max_sequence_length
@@ -134,7 +141,6 @@ class ModelRuntime:
         }
         names = [o.name for o in session.get_outputs()]
         self.output_name = "logits" if "logits" in names else names[0]
-        self._configure_tokenizer()
 
     @classmethod
     def load(
@@ -157,6 +163,10 @@ class ModelRuntime:
         task = model_config.get("task", "classification")
         if task not in TASKS:
             raise ValueError(f"{vdir}: task must be one of {TASKS}, got {task!r}")
+        if model_config.get("truncation", "head") not in TRUNCATIONS:
+            raise ValueError(f"{vdir}: truncation must be one of {TRUNCATIONS}")
+        if model_config.get("decoding", "argmax") not in DECODINGS:
+            raise ValueError(f"{vdir}: decoding must be one of {DECODINGS}")
         artifacts = model_config.get("artifacts") or {"onnx": "model.onnx"}
         if artifact not in artifacts:
             raise ValueError(
@@ -188,14 +198,6 @@ class ModelRuntime:
         limit = min(model_max, max_sequence_length) if max_sequence_length else model_max
         return cls(vdir, model_config, labels, tokenizer, session, limit, over_length)
 
-    def _configure_tokenizer(self) -> None:
-        # Padding to the longest row of the call; the batcher re-pads across requests.
-        self.tokenizer.enable_padding(pad_id=self.pad_id, pad_token="[PAD]")
-        if self.over_length == "truncate":
-            self.tokenizer.enable_truncation(max_length=self.max_len)
-        else:
-            self.tokenizer.no_truncation()
-
     @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
@@ -210,24 +212,24 @@ class ModelRuntime:
             raise InvalidInput("this model takes sentence pairs; give text and text_pair")
         if not texts:
             raise InvalidInput("no texts given")
-        inputs: list[Any] = list(texts) if pairs is None else list(zip(texts, pairs, strict=True))
-        encodings = self.tokenizer.encode_batch(inputs)
-        if self.over_length == "reject":
-            for i, enc in enumerate(encodings):
-                n = sum(enc.attention_mask)
+        reject = self.over_length == "reject"
+        if self.task == "token_classification":
+            # Words split at whitespace, as the run's CoNLL files gave them to training
+            words = [text.split() for text in texts]
+            enc = encode_words(self.tokenizer, words, 1 << 30 if reject else self.max_len)
+        else:
+            enc = encode_batch(self.tokenizer, texts, pairs, self.max_len,
+                               truncation=None if reject else self.truncation)
+        if reject:
+            for i, n in enumerate(enc["attention_mask"].sum(1).tolist()):
                 if n > self.max_len:
                     raise InvalidInput(
                         f"instance {i}: {n} tokens exceed max sequence length {self.max_len}"
                     )
-        batch = EncodedBatch(
-            np.array([e.ids for e in encodings], dtype=np.int64),
-            np.array([e.attention_mask for e in encodings], dtype=np.int64),
-            np.array([e.type_ids for e in encodings], dtype=np.int64),
-        )
+        batch = EncodedBatch.from_ids(enc["input_ids"], enc["attention_mask"],
+                                      enc["token_type_ids"])
         if self.task == "token_classification":
-            batch.words = [
-                _first_subtokens(text, enc) for text, enc in zip(texts, encodings, strict=True)
-            ]
+            batch.words, batch.first_token = words, enc["first_token"]
         return batch
 
     def check_ids(self, batch: EncodedBatch) -> EncodedBatch:
@@ -377,17 +379,3 @@ class ModelRuntime:
 
 
 SIGNATURE_NAMES = ("serving_default", "token_ids", "")
-
-
-def _first_subtokens(text: str, encoding: Any) -> list[tuple[str, int]]:
-    """(word, token index of its first sub-token) for each word of the first segment."""
-    words: list[tuple[str, int]] = []
-    seen: set[int] = set()
-    pairs = zip(encoding.word_ids, encoding.sequence_ids, strict=True)
-    for idx, (word_id, seq_id) in enumerate(pairs):
-        if word_id is None or seq_id != 0 or word_id in seen:
-            continue
-        seen.add(word_id)
-        start, end = encoding.word_to_chars(word_id)
-        words.append((text[start:end], idx))
-    return words

@@ -347,12 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tfllm.errors import InputError
+    from tfllm_serving.errors import InvalidInput  # tfllm.errors.InputError is one too
 
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except InputError as err:
+    except InvalidInput as err:
         print(f"tfllm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from tfllm_serving.wordpiece import read_vocab
 
 from tfllm.cli import main
 from tfllm.data.masking import dynamic_masking
 from tfllm.data.pretraining import ExampleOptions, MaskingCounts, MaskingVocab, create_instances
 from tfllm.data.tfrecords import load_pretraining_dataset, shard_files
-from tfllm.tokenization.wordpiece import read_vocab
 
 
 @pytest.fixture(scope="module")

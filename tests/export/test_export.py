@@ -87,8 +87,7 @@ def test_layer_norm_fusion_gives_the_same_logits_on_real_sentences(tmp_path, run
     import onnx
     import onnxruntime as ort
     from tfllm_export.onnx_graph import fuse_layer_norms
-
-    from tfllm.tokenization.wordpiece import encode_batch, load_tokenizer
+    from tfllm_serving.wordpiece import encode_batch, load_tokenizer
 
     model = keras.saving.load_model(run_dir / "model.keras")
     artifacts.export_onnx(model, tmp_path / "plain.onnx")
@@ -107,9 +106,10 @@ def test_layer_norm_fusion_gives_the_same_logits_on_real_sentences(tmp_path, run
 
 def test_savedmodel_answers_raw_strings_with_the_keras_probabilities(exported, run_dir,
                                                                    sst2_dev_sentences):
+    from tfllm_serving.wordpiece import load_tokenizer
+
     from tfllm.data.tasks import Example
     from tfllm.finetune.features import predict_logits
-    from tfllm.tokenization.wordpiece import load_tokenizer
 
     serve = tf.saved_model.load(str(exported)).signatures["serving_default"]
     texts = sst2_dev_sentences[:40]
@@ -188,9 +188,10 @@ def test_edge_example_classifies_with_litert_alone_matching_keras(exported, run_
     import subprocess
     import sys
 
+    from tfllm_serving.wordpiece import load_tokenizer
+
     from tfllm.data.tasks import Example
     from tfllm.finetune.features import predict_logits
-    from tfllm.tokenization.wordpiece import load_tokenizer
 
     texts = sst2_dev_sentences[:5]
     code = (

@@ -8,13 +8,13 @@ import keras
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+from tfllm_serving.wordpiece import encode_batch, load_tokenizer
 
 from tests.finetune.conftest import TINY_FT
 from tfllm.cli import main
 from tfllm.data.tasks import Example
 from tfllm.finetune.features import classification_features, predict_logits
 from tfllm.models.checkpoints import load_checkpoint
-from tfllm.tokenization.wordpiece import encode_batch, load_tokenizer
 
 
 def test_random_init_run_writes_valid_metrics_labels_plots_and_preset(tiny_run):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from tfllm_serving.wordpiece import load_tokenizer
 
 from tfllm.data.tasks import Example, read_examples
 from tfllm.finetune.features import batched, classification_features
 from tfllm.models.checkpoints import load_checkpoint
-from tfllm.tokenization.wordpiece import load_tokenizer
 
 
 def test_length_buckets_keep_every_example_once_and_pad_less(tmp_path, data_dir, minilm_dir):

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tfllm_serving.tagging import decode_tags
+from tfllm_serving.wordpiece import load_tokenizer
 
 from tests.finetune.conftest import TINY_FT
 from tfllm.cli import main
 from tfllm.data.readers import ReadReport
 from tfllm.data.tasks import check_known_labels, read_tagged
 from tfllm.errors import InputError
-from tfllm.finetune.tagging import IGNORE, check_decoding, decode_tags, encode_tagged
+from tfllm.finetune.tagging import IGNORE, check_decoding, encode_tagged
 from tfllm.models.checkpoints import load_checkpoint
-from tfllm.tokenization.wordpiece import load_tokenizer
 
 
 @pytest.fixture(scope="module")

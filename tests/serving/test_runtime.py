@@ -41,7 +41,9 @@ def test_int32_token_classification_model_gets_cast_inputs_and_word_starts(
     rt = ModelRuntime.load(model_repo / "ner" / "1")
     assert set(rt.input_dtypes.values()) == {np.dtype(np.int32)}
     batch = rt.encode_texts(["Paris hosts dogs", "x"])
-    assert [w for w, _ in batch.words[0]] == ["Paris", "hosts", "dogs"]
+    assert batch.words == [["Paris", "hosts", "dogs"], ["x"]]
+    starts = batch.first_token[0].tolist()
+    assert starts[0] == 1 and starts == sorted(set(starts)) and batch.first_token[1, 0] == 1
     out = rt.run(batch)
     assert out.logits.shape == (2, batch.width, 3)
     np.testing.assert_allclose(out.probabilities.sum(-1), 1.0, rtol=1e-5)

@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from tfllm.data.readers import ReadReport, read_conll
-from tfllm.tokenization.tf_tokenizer import InGraphTokenizer
-from tfllm.tokenization.vocab import train_wordpiece, vocab_list
-from tfllm.tokenization.wordpiece import (
+from tfllm_serving.wordpiece import (
     build_bert_tokenizer,
     encode_batch,
     load_tokenizer,
     read_vocab,
 )
+
+from tfllm.data.readers import ReadReport, read_conll
+from tfllm.tokenization.tf_tokenizer import InGraphTokenizer
+from tfllm.tokenization.vocab import train_wordpiece, vocab_list
 
 HARD_STRINGS = [
     "Café déjà vu — naïve façade, Ångström and Øresund",

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tfllm_serving.wordpiece import load_tokenizer, read_vocab
 from tqdm import tqdm
 
 from tfllm.atomic import atomic_dir
@@ -37,7 +38,6 @@ from tfllm.data.readers import Document, ReadReport, read_corpus
 from tfllm.data.sentences import split_sentences
 from tfllm.errors import InputError
 from tfllm.tokenization.vocab import train_wordpiece, write_tokenizer_files
-from tfllm.tokenization.wordpiece import load_tokenizer, read_vocab
 
 PathLike = str | Path
 

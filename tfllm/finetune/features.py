@@ -7,9 +7,9 @@ of the budget), since reviews often conclude at the end.
 
 Example:
 
->>> from tfllm.finetune.features import classification_features
 >>> from tfllm.data.tasks import Example
->>> from tfllm.tokenization.wordpiece import build_bert_tokenizer
+>>> from tfllm.finetune.features import classification_features
+>>> from tfllm_serving.wordpiece import build_bert_tokenizer
 >>> tok = build_bert_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"])
 >>> x = classification_features(tok, [Example("a a a b b c c c", "0")], 6, "head_tail")
 >>> x["token_ids"].tolist()   # [CLS] a | c c c [SEP]
@@ -21,47 +21,28 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from tfllm_serving.wordpiece import TRUNCATIONS, encode_batch
 from tokenizers import Tokenizer
 
 from tfllm.data.tasks import Example
 from tfllm.errors import InputError
-from tfllm.tokenization.wordpiece import encode_batch
-
-TRUNCATIONS = ("head", "head_tail")
-
-
-def _head_tail(tokenizer: Tokenizer, texts: list[str], max_len: int) -> dict[str, np.ndarray]:
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    rows = [e.ids for e in tokenizer.encode_batch(texts)]
-    head = max(1, max_len // 4)
-    ids = np.zeros((len(rows), max_len), dtype=np.int32)
-    mask = np.zeros((len(rows), max_len), dtype=np.int32)
-    for i, row in enumerate(rows):
-        if len(row) > max_len:
-            row = row[:head] + row[len(row) - (max_len - head):]
-        ids[i, :len(row)] = row
-        mask[i, :len(row)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
 def classification_features(tokenizer: Tokenizer, examples: list[Example], max_len: int,
                             truncation: str = "head") -> dict[str, np.ndarray]:
-    """keras-hub BERT inputs (`token_ids`, `segment_ids`, `padding_mask`) padded to max_len."""
+    """keras-hub BERT inputs (`token_ids`, `segment_ids`, `padding_mask`) padded to max_len,
+    from the encoder the server runs (`tfllm_serving.wordpiece`)."""
     if truncation not in TRUNCATIONS:
         raise InputError(f"task.truncation must be one of {', '.join(TRUNCATIONS)}, "
                          f"not {truncation!r}")
-    texts = [e.text for e in examples]
+    pairs = None
     if examples and examples[0].text_pair is not None:
         if truncation != "head":
             raise InputError("task.truncation head_tail is for single texts, not pairs")
-        enc = encode_batch(tokenizer, texts, [e.text_pair or "" for e in examples],
-                           max_len=max_len, pad_to_max_len=True)
-    elif truncation == "head_tail":
-        enc = _head_tail(tokenizer, texts, max_len)
-    else:
-        enc = encode_batch(tokenizer, texts, max_len=max_len, pad_to_max_len=True)
-    return keras_inputs(enc)
+        pairs = [e.text_pair or "" for e in examples]
+    return keras_inputs(encode_batch(tokenizer, [e.text for e in examples], pairs,
+                                     max_len=max_len, pad_to_max_len=True,
+                                     truncation=truncation))
 
 
 def keras_inputs(enc: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -21,10 +21,10 @@ RUN_FILES = ("model.keras", "labels.json", "config.yaml", "tokenizer/tokenizer.j
 def load_run(run_dir: str | Path):
     """(model, tokenizer, label names, config) of a finished fine-tuning RUN_DIR."""
     import keras
+    from tfllm_serving.wordpiece import load_tokenizer
 
     from tfllm.config import load_config
     from tfllm.finetune.train import FinetuneConfig
-    from tfllm.tokenization.wordpiece import load_tokenizer
 
     run_dir = Path(run_dir)
     missing = [name for name in RUN_FILES if not (run_dir / name).exists()]
@@ -84,18 +84,16 @@ def predict_texts(run_dir: str | Path, texts: list[str], out=None) -> list[dict]
     out = out or sys.stdout
     rows = []
     if cfg.task.type == "token_classification":
-        from seqeval.metrics.sequence_labeling import get_entities
+        from tfllm_serving.tagging import decode_tags, entities
 
-        from tfllm.finetune.tagging import decode_tags, encode_tagged
+        from tfllm.finetune.tagging import encode_tagged
 
         words = [t.split() for t in texts]
         enc = encode_tagged(tokenizer, words, None, None, cfg.task.max_len)
         tags = decode_tags(enc["first_token"], predict_token_logits(model, keras_inputs(enc)),
                            names, [len(w) for w in words], cfg.task.decoding)
         for text, w, t in zip(texts, words, tags, strict=True):
-            entities = [{"type": kind, "start": start, "end": end + 1,
-                         "text": " ".join(w[start:end + 1])} for kind, start, end in get_entities(t)]
-            rows.append({"text": text, "words": w, "tags": t, "entities": entities})
+            rows.append({"text": text, "words": w, "tags": t, "entities": entities(t, w)})
     else:
         logits = predict_logits(model, tokenizer, [Example(t, names[0]) for t in texts],
                                 cfg.task.max_len, truncation=cfg.task.truncation)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from tfllm_serving.tagging import decode_tags
+from tfllm_serving.wordpiece import load_tokenizer
 
 from tfllm.data.readers import ReadReport
 from tfllm.data.tasks import (
@@ -46,12 +48,11 @@ from tfllm.finetune.features import (
 )
 from tfllm.finetune.metrics import classification_metrics, entity_metrics, save_plots
 from tfllm.finetune.peft import enable_lora, freeze, trainable_count
-from tfllm.finetune.tagging import IGNORE, check_decoding, decode_tags, encode_tagged
+from tfllm.finetune.tagging import IGNORE, check_decoding, encode_tagged
 from tfllm.models.backbone import SIZES, BackboneConfig, build_backbone
 from tfllm.models.checkpoints import load_checkpoint
 from tfllm.models.run_dir import save_run_dir
 from tfllm.models.tagger import build_token_classifier
-from tfllm.tokenization.wordpiece import load_tokenizer
 from tfllm.training.optimizer import OptimizerConfig, build_optimizer
 
 TASKS = ("classification", "token_classification")

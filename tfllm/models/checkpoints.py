@@ -19,9 +19,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfllm_serving.wordpiece import build_bert_tokenizer, load_tokenizer, read_vocab
+
 from tfllm.errors import InputError
 from tfllm.tokenization.vocab import write_tokenizer_files
-from tfllm.tokenization.wordpiece import build_bert_tokenizer, load_tokenizer, read_vocab
 
 
 @dataclass

@@ -15,9 +15,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from tfllm_serving.wordpiece import is_lowercase, load_tokenizer
+
 from tfllm.atomic import atomic_write_text
 from tfllm.config import save_config
-from tfllm.tokenization.wordpiece import is_lowercase, load_tokenizer
 
 
 def save_run_dir(out: Path, model: Any, backbone: Any, tokenizer_dir: Path, config: Any,

@@ -1,6 +1,6 @@
 """The in-graph BERT tokenizer (tensorflow-text FastBertTokenizer) for training and SavedModels.
 
-Gives the same ids, attention mask and segment ids as `tokenization.wordpiece`
+Gives the same ids, attention mask and segment ids as `tfllm_serving.wordpiece`
 (Rust `tokenizers` from the same vocab), including pair truncation, so a model
 trained with one can be served with the other.
 
@@ -20,8 +20,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 import tensorflow_text as tf_text
-
-from tfllm.tokenization.wordpiece import MAX_CHARS_PER_WORD
+from tfllm_serving.wordpiece import MAX_CHARS_PER_WORD, TRUNCATIONS
 
 # BERT's text cleaning (as in `tokenizers`' BertNormalizer) deletes NUL, U+FFFD and
 # control/format/private-use characters except tab and line breaks; FastBertTokenizer
@@ -38,7 +37,8 @@ class InGraphTokenizer(tf.Module):
 
     Rows are padded with 0 to the batch's longest row, or to `max_len` with
     `pad_to_max_len=True`; pairs are truncated longest-first, exactly like
-    `tokenizers`' `longest_first` strategy.
+    `tokenizers`' `longest_first` strategy; `truncation="head_tail"` keeps a long single
+    text's head and tail as `tfllm_serving.wordpiece.encode_batch` does.
     """
 
     def __init__(
@@ -47,6 +47,7 @@ class InGraphTokenizer(tf.Module):
         max_len: int = 128,
         lowercase: bool = True,
         pad_to_max_len: bool = False,
+        truncation: str = "head",
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
@@ -55,6 +56,9 @@ class InGraphTokenizer(tf.Module):
         vocab = list(vocab)
         self.max_len = max_len
         self.pad_to_max_len = pad_to_max_len
+        if truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {TRUNCATIONS}, got {truncation!r}")
+        self.truncation = truncation
         self.lowercase = lowercase
         self.cls_id = vocab.index("[CLS]")
         self.sep_id = vocab.index("[SEP]")
@@ -74,10 +78,20 @@ class InGraphTokenizer(tf.Module):
             text = tf.strings.lower(tf.strings.regex_replace(text, "Σ", "σ"), encoding="utf-8")
         return self.tokenizer.tokenize(text)
 
+    def _head_tail(self, pieces: tf.RaggedTensor) -> tf.RaggedTensor:
+        """Rows longer than the budget keep their first `max_len // 4 - 1` and last
+        `max_len - max_len // 4 - 1` word pieces ([CLS] and [SEP] fill the rest)."""
+        head = max(1, self.max_len // 4) - 1
+        tail = self.max_len - 2 - head
+        lengths = tf.expand_dims(pieces.row_lengths(), 1)
+        positions = tf.ragged.range(pieces.row_lengths())
+        keep = (lengths <= self.max_len - 2) | (positions < head) | (positions >= lengths - tail)
+        return tf.ragged.boolean_mask(pieces, keep)
+
     def __call__(self, text: tf.Tensor, text_pair: tf.Tensor | None = None) -> dict:
         a = self._wordpieces(text)
         if text_pair is None:
-            a = a[:, : self.max_len - 2]
+            a = self._head_tail(a) if self.truncation == "head_tail" else a[:, : self.max_len - 2]
             ids = _concat([_fill_like(a, self.cls_id, 1), a, _fill_like(a, self.sep_id, 1)])
             types = tf.zeros_like(ids)
         else:

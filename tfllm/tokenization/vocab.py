@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from tfllm_serving.wordpiece import MAX_CHARS_PER_WORD, SPECIAL_TOKENS, build_bert_tokenizer
 from tokenizers import Tokenizer, trainers
 
 from tfllm.atomic import atomic_dir
-from tfllm.tokenization.wordpiece import MAX_CHARS_PER_WORD, SPECIAL_TOKENS, build_bert_tokenizer
 
 
 def train_wordpiece(

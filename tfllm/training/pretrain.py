@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tfllm_serving.wordpiece import read_vocab
 
 from tfllm.atomic import atomic_write_text
 from tfllm.config import config_to_dict
@@ -31,7 +32,6 @@ from tfllm.models.backbone import BackboneConfig, build_backbone
 from tfllm.models.fused_elementwise import fuse_elementwise
 from tfllm.models.pretraining import BertPretrainer, pretraining_losses
 from tfllm.models.run_dir import save_run_dir
-from tfllm.tokenization.wordpiece import read_vocab
 from tfllm.training.optimizer import OptimizerConfig, build_optimizer
 from tfllm.training.strategy import resolve_jit, resolve_precision, resolve_strategy
 
