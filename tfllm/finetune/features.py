@@ -11,9 +11,9 @@ Example:
 >>> from tfllm.finetune.features import classification_features
 >>> from tfllm_serving.wordpiece import build_bert_tokenizer
 >>> tok = build_bert_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "c"])
->>> x = classification_features(tok, [Example("a a a b b c c c", "0")], 6, "head_tail")
->>> x["token_ids"].tolist()   # [CLS] a | c c c [SEP]
-[[2, 5, 7, 7, 7, 3]]
+>>> x = classification_features(tok, [Example("a a a b b c c c", "0")], 8, "head_tail")
+>>> x["token_ids"].tolist()   # [CLS] a | b b c c c [SEP]: 2 of 8 from the head, 6 from the tail
+[[2, 5, 6, 6, 7, 7, 7, 3]]
 """
 
 from __future__ import annotations
