@@ -216,12 +216,7 @@ def pretrain(
     if cfg.train.lr_scaling != "none":
         ratio = cfg.train.batch_size / cfg.train.lr_reference_batch_size
         lr *= {"linear": ratio, "sqrt": math.sqrt(ratio)}[cfg.train.lr_scaling]
-    # Keras clips each replica's partial gradient before summing them over replicas
-    # (keras/src/optimizers/base_optimizer.py), so N replicas would not match one:
-    # with several replicas the step sums, clips by the global norm, then applies.
-    clipnorm = cfg.optimizer.clipnorm if replicas > 1 else None
-    opt_cfg = OptimizerConfig(**{**config_to_dict(cfg.optimizer), "learning_rate": lr,
-                                 **({"clipnorm": None} if clipnorm else {})})
+    opt_cfg = OptimizerConfig(**{**config_to_dict(cfg.optimizer), "learning_rate": lr})
     with strategy.scope():
         backbone = build_backbone(cfg.model, data.vocab_size, dtype=precision)
         if cfg.train.fused_elementwise:
@@ -246,25 +241,33 @@ def pretrain(
         _dataset_fn(data, global_batch, cfg, start, training=True))
     iterator = iter(dist_data)
 
-    def replica_step(batch: dict) -> dict:
+    def replica_step(batch: dict) -> tuple[dict, list]:
         with tf.GradientTape() as tape:
             outputs = model(batch, training=True)
             per_example, counts = pretraining_losses(outputs, batch)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             scaled = optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, model.trainable_variables)
-        if clipnorm:
-            grads = _sum_and_clip(grads, clipnorm, optimizer, replicas)
+        stats = {"loss": loss, **counts,
+                 "padded_tokens": tf.cast(tf.size(batch["input_ids"]), tf.float32)}
+        if replicas > 1:  # applied once for all replicas, in one_step
+            return stats, [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices -> dense
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return {"loss": loss, **counts,
-                "padded_tokens": tf.cast(tf.size(batch["input_ids"]), tf.float32)}
+        return stats, []
 
     replica_fn = tf.function(replica_step, jit_compile=True) if jit else replica_step
 
     def one_step(iterator) -> dict:
-        per_replica = strategy.run(replica_fn, args=(next(iterator),))
+        stats, grads = strategy.run(replica_fn, args=(next(iterator),))
+        if grads:
+            # Keras applies in replica context by a merge_call, which fails inside the cond of
+            # its gradient accumulation, and clips each replica's partial gradient, so N
+            # replicas would not match one: the summed gradient is applied once, here.
+            pairs = [(g, v.value) for g, v in zip(grads, model.trainable_variables, strict=True)]
+            total = strategy.extended.batch_reduce_to(tf.distribute.ReduceOp.SUM, pairs)
+            optimizer.apply_gradients(zip(total, model.trainable_variables, strict=True))
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in per_replica.items()}
+                for k, v in stats.items()}
 
     @tf.function
     def train_steps(iterator, n: tf.Tensor) -> dict:
@@ -357,17 +360,6 @@ def pretrain(
         for key, value in metrics.items():
             print(f"  {key:24s} {value}")
     return metrics
-
-
-def _sum_and_clip(grads: list, clipnorm: float, optimizer, replicas: int) -> list:
-    """Clip the replicas' summed gradient by its global norm; return each replica's share
-    (the optimizer sums the shares again when it applies them)."""
-    dense = [tf.convert_to_tensor(g) for g in grads]  # embedding gradients are IndexedSlices
-    total = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, dense)
-    scale = getattr(optimizer, "dynamic_scale", None)  # gradients are still loss-scaled
-    limit = clipnorm * (tf.cast(scale, tf.float32) if scale is not None else 1.0)
-    clipped, _ = tf.clip_by_global_norm(total, limit)
-    return [g / replicas for g in clipped]
 
 
 def evaluate(model: keras.Model, data: DataInfo, cfg: PretrainConfig,
