@@ -346,7 +346,11 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
                                      if task.test_split else None),
         "train_seconds": round(train_seconds, 1),
         "train_samples_per_second": round(epochs_run * len(train) / train_seconds, 1),
-        "epochs_run": epochs_run, "init": init, "init_kind": checkpoint.kind,
+        "epochs_run": epochs_run,
+        # per epoch, as training_curves.png plots it (early stopping keeps the best epoch)
+        "history": {key: [round(float(v), 6) for v in values]
+                    for key, values in history.history.items()},
+        "init": init, "init_kind": checkpoint.kind,
         "method": method.name, "fgm_epsilon": method.fgm_epsilon,
         "trainable_params": trainable_count(model), "total_params": int(model.count_params()),
         **({"decoding": task.decoding} if tagging else {}),
