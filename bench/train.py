@@ -1,8 +1,11 @@
 """Pretraining throughput: plain keras-hub `BertMaskedLM.fit` vs `tfllm pretrain`, one run.
 
 Same model size, sequence length, batch and data (TFRecords from `tfllm data pretrain`
-on WikiText-2), side by side in one process, with the fp32 (and bf16) matmul peak
-measured in the same run for MFU.
+on WikiText-2), side by side in one process. Like for like: every tfllm row is compared with
+the keras-hub baseline under the same dtype policy, timed in the same minutes; MFU divides
+by the matmul peak of the dtype the run computes in (bf16 for mixed_bfloat16), measured in
+the same minutes. Gains that change the precision or the work (length buckets) get their
+own labelled rows.
 
     .venv/bin/python bench/train.py [--size mini] [--steps 60]
 """
@@ -140,13 +143,22 @@ def op_profile(call, steps: int) -> dict[str, float]:
 
 class KerasHubBaseline:
     """What a Keras user writes: BertMaskedLM + compile + fit, on the same tensors; `rate(n)`
-    fits n more steps and returns their samples/s (first batch start to last batch end)."""
+    fits n more steps and returns their samples/s.
+
+    Only steps are timed, as for tfllm: the batches sit in memory (no shuffle buffer to
+    refill when each `fit` makes its iterator), and the clock runs from the end of the first
+    step to the end of the last, so iterator start-up is outside it."""
+
+    BATCHES = 24  # distinct batches cycled in memory
 
     def __init__(self, data_dir: Path, cfg: PretrainConfig, dtype: str = "float32") -> None:
         info = read_data_info(data_dir)
-        self.batch_size = cfg.train.batch_size
+        self.batch_size, self.dtype = cfg.train.batch_size, dtype
         self.model = compiled_masked_lm(asdict(cfg.model), info.vocab_size,
                                         cfg.optimizer.learning_rate, dtype)
+        batches = list(load_pretraining_dataset(data_dir, info.seq_len, info.max_predictions,
+                                                cfg.train.batch_size).take(self.BATCHES))
+        stacked = {k: tf.stack([b[k] for b in batches]) for k in batches[0]}
 
         def to_keras(batch: dict):
             x = {"token_ids": batch["input_ids"], "segment_ids": batch["segment_ids"],
@@ -154,36 +166,38 @@ class KerasHubBaseline:
                  "mask_positions": batch["masked_lm_positions"]}
             return x, batch["masked_lm_ids"], batch["masked_lm_weights"]
 
-        self.data = load_pretraining_dataset(data_dir, info.seq_len, info.max_predictions,
-                                             cfg.train.batch_size).repeat().map(to_keras)
+        self.data = tf.data.Dataset.from_tensor_slices(stacked).repeat().map(to_keras)
         self.rate(3)  # traces the train function
 
     def rate(self, steps: int) -> float:
-        times = []
+        ends = []
         clock = keras.callbacks.LambdaCallback(
-            on_train_batch_begin=lambda batch, logs: times.append(time.perf_counter())
-            if batch == 0 else None,
-            on_train_batch_end=lambda batch, logs: times.append(time.perf_counter())
-            if batch == steps - 1 else None)
-        self.model.fit(self.data, steps_per_epoch=steps, epochs=1, callbacks=[clock], verbose=0)
-        return steps * self.batch_size / (times[1] - times[0])
+            on_train_batch_end=lambda batch, logs: ends.append(time.perf_counter()))
+        self.model.fit(self.data, steps_per_epoch=steps + 1, epochs=1, callbacks=[clock],
+                       verbose=0)
+        return steps * self.batch_size / (ends[-1] - ends[0])
 
 
 class Interleaved(keras.callbacks.Callback):
-    """At every `every`-th step of `tfllm pretrain`, fits `every` steps of the baseline and
-    measures the matmul peak: all three are timed in the same minutes, since this shared
-    2-core VM drifts by 10-20% from one minute to the next."""
+    """At every `every`-th step of `tfllm pretrain`, fits `every` steps of each keras-hub
+    baseline (float32 and mixed_bfloat16) and measures the matmul peak of the run's dtype:
+    all are timed in the same minutes, since this shared 2-core VM drifts by 10-20% from one
+    minute to the next."""
 
-    def __init__(self, baseline: KerasHubBaseline, peak, every: int) -> None:
+    def __init__(self, baselines: dict, peak, every: int) -> None:
         super().__init__()
-        self.baseline, self.peak, self.every = baseline, peak, every
-        self.baseline_rates: list[float] = []
+        self.baselines, self.peak, self.every = baselines, peak, every
+        self.baseline_rates: dict[str, list[float]] = {name: [] for name in baselines}
         self.peaks: list[float] = []
 
     def on_train_batch_end(self, batch, logs=None):
         if (batch + 1) % self.every == 0:
-            self.baseline_rates.append(self.baseline.rate(self.every))
+            for name, baseline in self.baselines.items():
+                self.baseline_rates[name].append(baseline.rate(self.every))
             self.peaks.append(self.peak(2))
+
+
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def main() -> None:
@@ -191,12 +205,7 @@ def main() -> None:
     parser.add_argument("--size", default="mini")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--baseline-precision", default="float32",
-                        choices=("float32", "mixed_bfloat16"),
-                        help="the keras-hub baseline's dtype policy; mixed_bfloat16 times only "
-                             "tfllm's bf16 rows against it, in a table of its own")
     args = parser.parse_args()
-    same_precision = args.baseline_precision == "mixed_bfloat16"
     work = Path(tempfile.mkdtemp(prefix="tfllm-bench-train-"))
     data = data_root() / "wikitext2"
     corpus = [data / "wiki.valid.tokens", data / "wiki.test.tokens"]
@@ -217,121 +226,178 @@ def main() -> None:
                                       info.max_predictions, info.vocab_size)
 
     flops = flops_at(info.seq_len)
-    peak32_now, peak16_now = matmul_peak(tf.float32), matmul_peak(tf.bfloat16)
-    peak32, peak16 = peak32_now(), peak16_now()
+    peak_now = {"float32": matmul_peak(tf.float32), "mixed_bfloat16": matmul_peak(tf.bfloat16)}
+    peak_start = {precision: now() for precision, now in peak_now.items()}
 
     breakdown, profiles = {}, {}
-    for label, precision, fused in [] if same_precision else [
-            ("float32, keras-hub layers", "float32", False),
-            ("mixed_bfloat16, keras-hub layers", "mixed_bfloat16", False),
-            ("mixed_bfloat16, fused", "mixed_bfloat16", True)]:
+    for label, precision, fused in [("float32, keras-hub layers", "float32", False),
+                                    ("mixed_bfloat16, keras-hub layers", "mixed_bfloat16", False),
+                                    ("mixed_bfloat16, fused", "mixed_bfloat16", True)]:
         breakdown[label], profiles[label] = step_breakdown(base, info, precision, fused)
     print(breakdown, flush=True)
-    runs = [(f"tfllm pretrain, MLM only, {label}", overrides) for label, overrides in [
-        ("fp32", ["model.nsp=false", "train.jit_compile=false"]),
-        ("fp32 + XLA, 10 steps/call", ["model.nsp=false", "train.jit_compile=true",
-                                        "train.steps_per_execution=10"]),
-        ("mixed_bfloat16, keras-hub GELU and dropout (train.fused_elementwise=false)",
-         ["model.nsp=false", "train.precision=mixed_bfloat16", "train.fused_elementwise=false"]),
-        ("mixed_bfloat16", ["model.nsp=false", "train.precision=mixed_bfloat16"]),
-        ("mixed_bfloat16, length buckets of 32", ["model.nsp=false",
-                                                  "train.precision=mixed_bfloat16",
-                                                  "train.bucket_width=32"]),
-    ]]
-    runs.append(("tfllm pretrain, MLM + NSP, fp32", []))
-    runs.append(("tfllm pretrain, MLM + NSP, mixed_bfloat16, length buckets of 32",
-                 ["train.precision=mixed_bfloat16", "train.bucket_width=32"]))
-    if same_precision:
-        runs = [(label, overrides) for label, overrides in runs if "bfloat16" in label]
-    baseline = KerasHubBaseline(work / "data", base, args.baseline_precision)
+    runs = [  # (label, precision, overrides)
+        ("MLM only, float32", "float32", ["model.nsp=false", "train.jit_compile=false"]),
+        ("MLM only, float32 + XLA, 10 steps/call", "float32",
+         ["model.nsp=false", "train.jit_compile=true", "train.steps_per_execution=10"]),
+        ("MLM only, mixed_bfloat16, keras-hub GELU and dropout (train.fused_elementwise=false)",
+         "mixed_bfloat16", ["model.nsp=false", "train.fused_elementwise=false"]),
+        ("MLM only, mixed_bfloat16", "mixed_bfloat16", ["model.nsp=false"]),
+        ("MLM only, mixed_bfloat16, length buckets of 32", "mixed_bfloat16",
+         ["model.nsp=false", "train.bucket_width=32"]),
+        ("MLM + NSP, float32", "float32", []),
+        ("MLM + NSP, mixed_bfloat16, length buckets of 32", "mixed_bfloat16",
+         ["train.bucket_width=32"]),
+    ]
+    baselines = {precision: KerasHubBaseline(work / "data", base, precision)
+                 for precision in PRECISIONS}
 
-    def row(label: str, rate: float, base_rate: float, peak: float, length: float,
-            final_loss: float | None) -> dict:
-        run_flops = flops_at(length)  # length-bucketed batches are shorter than seq_len
-        return {"config": label, "samples_per_second": rate,
-                "baseline_samples_per_second": base_rate, "vs_baseline": rate / base_rate,
-                "tokens_per_second": rate * info.seq_len, "mean_padded_length": length,
-                "flops_per_sample": run_flops, "step_ms": 1000 * args.batch / rate,
-                "gflops": rate * run_flops / 1e9, "peak_gflops_fp32_same_minutes": peak,
-                "mfu_fp32_peak": rate * run_flops / 1e9 / peak, "final_loss": final_loss}
-
-    results, all_baseline, all_peaks = [], [], []
-    for label, overrides in runs:
-        cfg = load_config(PretrainConfig, config_path, [*common, *overrides])
+    results, all_baseline = [], {precision: [] for precision in PRECISIONS}
+    for label, precision, overrides in runs:
+        cfg = load_config(PretrainConfig, config_path,
+                          [*common, f"train.precision={precision}", *overrides])
         out = Path(tempfile.mkdtemp(dir=work, prefix="run-"))
-        paired = Interleaved(baseline, peak32_now, every=WINDOW)
+        paired = Interleaved(baselines, peak_now[precision], every=WINDOW)
         metrics = pretrain(cfg, work / "data", out, quiet=True, callbacks=[paired])
         shutil.rmtree(out, ignore_errors=True)
-        # tfllm's first window (tracing) is not in its samples/s: leave out the baseline's too
-        base_windows, peaks = paired.baseline_rates[1:], paired.peaks[1:]
-        all_baseline += base_windows
-        all_peaks += peaks
-        results.append(row(label, metrics["samples_per_second"],
-                           statistics.harmonic_mean(base_windows), statistics.median(peaks),
-                           metrics["mean_padded_length"], metrics["loss"]))
-        results[-1]["baseline_windows"], results[-1]["peak_windows"] = base_windows, peaks
-        print(label, {k: results[-1][k] for k in ("samples_per_second", "vs_baseline",
-                                                   "mfu_fp32_peak")}, flush=True)
+        # tfllm's first window (tracing) is not in its samples/s: leave out the baselines' too
+        base_rates = {p: statistics.harmonic_mean(rates[1:])
+                      for p, rates in paired.baseline_rates.items()}
+        for p, rates in paired.baseline_rates.items():
+            all_baseline[p] += rates[1:]
+        rate, length = metrics["samples_per_second"], metrics["mean_padded_length"]
+        peak = statistics.median(paired.peaks[1:])
+        results.append({
+            "config": f"tfllm pretrain, {label}", "precision": precision,
+            "samples_per_second": rate, "mean_padded_length": length,
+            "same_work_as_baseline": length == info.seq_len,
+            "baseline_samples_per_second": base_rates[precision],
+            "baseline_float32_samples_per_second": base_rates["float32"],
+            "vs_baseline_same_precision": rate / base_rates[precision],
+            "vs_baseline_float32": rate / base_rates["float32"],
+            "tokens_per_second": rate * info.seq_len, "flops_per_sample": flops_at(length),
+            "step_ms": 1000 * args.batch / rate, "gflops": rate * flops_at(length) / 1e9,
+            "peak_gflops_same_minutes": peak, "peak_dtype": _compute_dtype(precision),
+            "mfu": rate * flops_at(length) / 1e9 / peak, "final_loss": metrics["loss"],
+            "baseline_windows": paired.baseline_rates, "peak_windows": paired.peaks})
+        print(label, {k: results[-1][k] for k in ("samples_per_second",
+                                                  "vs_baseline_same_precision", "mfu")},
+              flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    pooled = statistics.harmonic_mean(all_baseline)
-    results.insert(0, row(f"keras-hub BertMaskedLM.fit (baseline, MLM only, "
-                          f"{args.baseline_precision}), all its windows",
-                          pooled, pooled, statistics.median(all_peaks), info.seq_len, None))
-    table = markdown_table(
-        ["config", "samples/s", "baseline samples/s, same minutes", "vs baseline",
-         "padded length", "step ms", "GFLOP/s", "fp32 peak, same minutes", "MFU (fp32 peak)",
-         "loss, last 10 steps"],
-        [[r["config"], f"{r['samples_per_second']:.1f}", f"{r['baseline_samples_per_second']:.1f}",
-          f"{r['vs_baseline']:.2f}x", f"{r['mean_padded_length']:.0f}", f"{r['step_ms']:.0f}",
-          f"{r['gflops']:.0f}", f"{r['peak_gflops_fp32_same_minutes']:.0f}",
-          f"{r['mfu_fp32_peak']:.2f}", "" if r["final_loss"] is None else f"{r['final_loss']:.3f}"]
-         for r in results])
-    if breakdown:  # not timed for the same-precision table
-        ideal_ms = flops * args.batch / (peak32 * 1e9) * 1000
-        table += "\n\nWhere a step's time goes (ms, one fixed batch, no NSP):\n\n" + markdown_table(
-            ["precision, layers", "forward, no dropout", "forward", "forward + backward", "full step",
-             "matmul FLOPs at fp32 peak"],
-            [[p, b["forward_no_dropout"], b["forward"], b["forward_backward"], b["step"],
-              f"{ideal_ms:.0f}"] for p, b in breakdown.items()])
-        top = list(dict.fromkeys(op for prof in profiles.values() for op in list(prof)[:8]))
-        table += ("\n\nTF profiler, full step, op time by op type (ms per step, summed over the "
-                  "threads running ops at once; share of all op time):\n\n") + markdown_table(
-            ["op type", *[f"{p} ms" for p in profiles], *[f"{p} share" for p in profiles]],
-            [[op, *[f"{prof.get(op, 0.0):.1f}" for prof in profiles.values()],
-              *[f"{prof.get(op, 0.0) / sum(prof.values()):.0%}" for prof in profiles.values()]]
-             for op in top])
+    for i, precision in enumerate(PRECISIONS):  # the baselines lead the table
+        pooled = statistics.harmonic_mean(all_baseline[precision])
+        dtype = _compute_dtype(precision)
+        peak = statistics.median([p for r in results if r["peak_dtype"] == dtype
+                                  for p in r["peak_windows"][1:]])
+        results.insert(i, {
+            "config": "keras-hub BertMaskedLM.fit (baseline, MLM only), all its windows",
+            "precision": precision, "samples_per_second": pooled,
+            "mean_padded_length": info.seq_len, "same_work_as_baseline": True,
+            "baseline_samples_per_second": pooled, "vs_baseline_same_precision": 1.0,
+            "tokens_per_second": pooled * info.seq_len, "flops_per_sample": flops,
+            "step_ms": 1000 * args.batch / pooled, "gflops": pooled * flops / 1e9,
+            "peak_gflops_same_minutes": peak, "peak_dtype": dtype,
+            "mfu": pooled * flops / 1e9 / peak, "final_loss": None})
+    table, gains = _tables(results, breakdown, profiles, flops, args.batch, peak_start)
     notes = (
         f"Model `{args.size}` (L{base.model.num_layers}/H{base.model.hidden_dim}), L={info.seq_len}, "
         f"global batch {args.batch}, {info.max_predictions} masked positions, vocab {info.vocab_size}, "
         f"AdamW, {args.steps} steps per config, the first {WINDOW} excluded (tracing). After every "
         f"{WINDOW} steps of `tfllm pretrain` (a Keras callback), the keras-hub baseline fits "
-        f"{WINDOW} steps and "
-        "the fp32 matmul peak (2048x2048) is measured, so each ratio and MFU compares numbers "
-        "taken in the same minutes: this shared 2-core VM drifts by 10-20% between minutes. "
-        f"Peaks at the start: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s. FLOPs per sample "
-        f"{flops / 1e9:.2f} GFLOP at L={info.seq_len} (3x forward matmuls incl. attention and the "
-        "MLM head at masked positions); with length buckets (`train.bucket_width=32`) batches are "
-        "padded only to the next multiple of 32 above their longest row, so GFLOP/s and MFU count "
-        "the FLOPs at the mean padded length the run reports (the JSON's tokens/s stays samples/s x L, "
-        "as for the baseline). NSP adds a 2-way head on the pooled output (negligible FLOPs). "
-        "tfllm rows use `train.fused_elementwise=true` (the default: XLA-fused tanh GELU and "
-        "dropout with 16-bit draws, `tfllm/models/fused_elementwise.py`) unless the row says "
-        "otherwise; the baseline is keras-hub's own layers. MFU is against the fp32 peak as the "
-        f"issue defines it; against the bf16 peak measured at the start ({peak16:.0f} GFLOP/s) "
-        f"the best row is {max(r['gflops'] for r in results) / peak16:.2f}."
+        f"{WINDOW} steps under each policy (float32 and mixed_bfloat16) and the matmul peak "
+        "(2048x2048) of the run's compute dtype is measured, so every ratio and MFU compares "
+        "numbers taken in the same minutes: this shared 2-core VM drifts by 10-20% between "
+        "minutes. The baseline's batches sit in memory and only its steps are timed (end of its "
+        "first step to end of its last), as tfllm's loop times only its steps. **Like for "
+        "like** is the ratio to the baseline under the same dtype policy on the same padded "
+        "length; rows that pad less (length buckets) are marked and have no like-for-like ratio. "
+        "**MFU** = achieved FLOP/s / the measured matmul peak of the dtype the run computes in "
+        "(float32 runs: the fp32 peak; mixed_bfloat16 runs: the bf16 peak), the peak measured "
+        "in the same minutes. Peaks at the start: "
+        + ", ".join(f"{_compute_dtype(p)} {v:.0f} GFLOP/s" for p, v in peak_start.items())
+        + f". FLOPs per sample {flops / 1e9:.2f} GFLOP at L={info.seq_len} (3x forward matmuls "
+        "incl. attention and the MLM head at masked positions); length-bucketed batches "
+        "(`train.bucket_width=32`) are padded only to the next multiple of 32 above their "
+        "longest row, so their GFLOP/s and MFU count the FLOPs at the mean padded length the "
+        "run reports (the JSON's tokens/s stays samples/s x L). NSP adds a 2-way head on the "
+        "pooled output (negligible FLOPs). tfllm rows use `train.fused_elementwise=true` (the "
+        "default: XLA-fused tanh GELU and dropout with 16-bit draws, "
+        "`tfllm/models/fused_elementwise.py`) unless the row says otherwise; the baseline is "
+        "keras-hub's own layers. The gains table divides each row by the float32 baseline "
+        "measured in its own minutes before comparing rows, so the drift between rows cancels."
     )
-    name, title = "train", f"Pretraining throughput ({args.size}, L={info.seq_len}, CPU)"
-    if same_precision:
-        name, title = "train-bf16-baseline", title[:-1] + ", keras-hub baseline in mixed_bfloat16)"
-        notes += (" Here the keras-hub baseline itself runs under the `mixed_bfloat16` policy "
-                  "(`--baseline-precision mixed_bfloat16`), so each ratio compares like precision.")
-    write_results(name, title,
+    write_results("train", f"Pretraining throughput ({args.size}, L={info.seq_len}, CPU)",
                   {"size": args.size, "seq_len": info.seq_len, "batch": args.batch,
-                   "peak_gflops_fp32": peak32, "peak_gflops_bf16": peak16,
-                   "flops_per_sample": flops, "results": results,
-                   "breakdown_ms": breakdown, "op_profile_ms": profiles},
+                   "peak_gflops_at_start": peak_start, "flops_per_sample": flops,
+                   "gains": gains, "results": results, "breakdown_ms": breakdown,
+                   "op_profile_ms": profiles},
                   table, notes)
     print(table)
+
+
+def _compute_dtype(precision: str) -> str:
+    return "bfloat16" if precision == "mixed_bfloat16" else "float32"
+
+
+def _tables(results: list[dict], breakdown: dict, profiles: dict, flops: float, batch: int,
+            peak_start: dict) -> tuple[str, list[dict]]:
+    """The headline (like for like first, then each gain in its own labelled row), the
+    per-config table, the step breakdown and the op profile."""
+    def find(config: str) -> dict:
+        return next(r for r in results if r["config"] == f"tfllm pretrain, {config}")
+
+    def vs_fp32_base(config: str) -> float:  # drift-free: each row over its own minutes' fp32
+        return find(config)["vs_baseline_float32"]
+
+    bf16, fp32 = find("MLM only, mixed_bfloat16"), find("MLM only, float32")
+    gains = [
+        {"comparison": "**like for like**: tfllm vs keras-hub, both mixed_bfloat16, L=128",
+         "ratio": bf16["vs_baseline_same_precision"]},
+        {"comparison": "**like for like**: tfllm vs keras-hub, both float32, L=128",
+         "ratio": fp32["vs_baseline_same_precision"]},
+        {"comparison": "precision gain in tfllm: mixed_bfloat16 / float32 (MLM only, L=128)",
+         "ratio": vs_fp32_base("MLM only, mixed_bfloat16") / vs_fp32_base("MLM only, float32")},
+        {"comparison": "precision gain in keras-hub: mixed_bfloat16 / float32 baseline",
+         "ratio": results[1]["samples_per_second"] / results[0]["samples_per_second"]},
+        {"comparison": "fused GELU/dropout gain: tfllm bf16 fused / keras-hub layers",
+         "ratio": vs_fp32_base("MLM only, mixed_bfloat16") / vs_fp32_base(
+             "MLM only, mixed_bfloat16, keras-hub GELU and dropout "
+             "(train.fused_elementwise=false)")},
+        {"comparison": "length-bucketing gain: tfllm bf16 buckets of 32 / fixed L=128 "
+                       "(pads to ~108: less work)",
+         "ratio": vs_fp32_base("MLM only, mixed_bfloat16, length buckets of 32")
+         / vs_fp32_base("MLM only, mixed_bfloat16")},
+        {"comparison": "all together, different precision and work: tfllm bf16 + buckets vs "
+                       "keras-hub float32 at L=128",
+         "ratio": vs_fp32_base("MLM only, mixed_bfloat16, length buckets of 32")},
+    ]
+    table = markdown_table(["comparison (same minutes)", "ratio"],
+                           [[g["comparison"], f"{g['ratio']:.2f}x"] for g in gains])
+    table += "\n\nEvery config:\n\n" + markdown_table(
+        ["config", "precision", "samples/s", "keras-hub same precision, same minutes",
+         "like for like", "padded length", "step ms", "GFLOP/s", "peak of its dtype, same minutes",
+         "MFU (peak of its dtype)", "loss, last 10 steps"],
+        [[r["config"], r["precision"], f"{r['samples_per_second']:.1f}",
+          f"{r['baseline_samples_per_second']:.1f}",
+          f"{r['vs_baseline_same_precision']:.2f}x" if r["same_work_as_baseline"]
+          else f"({r['vs_baseline_same_precision']:.2f}x, less work)",
+          f"{r['mean_padded_length']:.0f}", f"{r['step_ms']:.0f}", f"{r['gflops']:.0f}",
+          f"{r['peak_gflops_same_minutes']:.0f} ({r['peak_dtype']})", f"{r['mfu']:.2f}",
+          "" if r["final_loss"] is None else f"{r['final_loss']:.3f}"] for r in results])
+    ideal = {p: flops * batch / (v * 1e9) * 1000 for p, v in peak_start.items()}
+    table += "\n\nWhere a step's time goes (ms, one fixed batch, no NSP):\n\n" + markdown_table(
+        ["precision, layers", "forward, no dropout", "forward", "forward + backward", "full step",
+         "matmul FLOPs at the peak of its dtype"],
+        [[p, b["forward_no_dropout"], b["forward"], b["forward_backward"], b["step"],
+          f"{ideal['mixed_bfloat16' if 'bfloat16' in p else 'float32']:.0f}"]
+         for p, b in breakdown.items()])
+    top = list(dict.fromkeys(op for prof in profiles.values() for op in list(prof)[:8]))
+    table += ("\n\nTF profiler, full step, op time by op type (ms per step, summed over the "
+              "threads running ops at once; share of all op time):\n\n") + markdown_table(
+        ["op type", *[f"{p} ms" for p in profiles], *[f"{p} share" for p in profiles]],
+        [[op, *[f"{prof.get(op, 0.0):.1f}" for prof in profiles.values()],
+          *[f"{prof.get(op, 0.0) / sum(prof.values()):.0%}" for prof in profiles.values()]]
+         for op in top])
+    return table, gains
 
 
 if __name__ == "__main__":
