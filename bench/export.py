@@ -27,6 +27,7 @@ from tfllm_export.stage import export_run  # noqa: E402
 from tfllm_serving.wordpiece import encode_batch, load_tokenizer  # noqa: E402
 
 from tfllm.data.locations import data_root  # noqa: E402
+from tfllm.models.run_dir import load_run_model  # noqa: E402
 
 SEQ = 128
 
@@ -76,7 +77,7 @@ def main() -> None:
         texts = [line.split("\t")[0] for line in lines]
         b1 = encode_batch(tokenizer, texts[:1], max_len=SEQ, pad_to_max_len=True)
         b32 = encode_batch(tokenizer, texts[:32], max_len=SEQ, pad_to_max_len=True)
-        model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+        model = load_run_model(run_dir)
         base_run, base_size = savedmodel_baseline(model, work / "baseline")
         # Timed before and after the exports; the faster of the two is the baseline, so
         # whatever the exports leave behind in this process cannot flatter the ratios.

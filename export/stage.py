@@ -174,11 +174,11 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     default its training file) feeds onnx-int8-static and tflite-int8; with `ort_fusion`
     every ONNX format is also built from the transformer-fused graph and that one is kept
     when it passes the gate and runs faster at B=1."""
-    import keras
     from tfllm_serving.wordpiece import is_lowercase, load_tokenizer, read_vocab
 
     from tfllm.config import load_config
     from tfllm.finetune.train import FinetuneConfig
+    from tfllm.models.run_dir import load_run_model
 
     run_dir = Path(run_dir)
     missing = [name for name in RUN_DIR_FILES if not (run_dir / name).exists()]
@@ -193,7 +193,7 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     thresholds = thresholds or GateThresholds()
     cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
     names = json.loads((run_dir / "labels.json").read_text())
-    model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    model = load_run_model(run_dir)
     tokenizer = load_tokenizer(run_dir / "tokenizer")
     vocab = read_vocab(run_dir / "tokenizer" / "vocab.txt")
     lowercase = is_lowercase(tokenizer)

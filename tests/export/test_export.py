@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from tfllm_export import artifacts
 
 from tfllm.cli import main
+from tfllm.models.run_dir import load_run_model
 
 FORMATS = ("savedmodel,onnx,onnx-fp16,onnx-int8,onnx-int8-static,tflite,tflite-fp16,tflite-dynamic,"
            "tflite-int8")
@@ -89,7 +89,7 @@ def test_layer_norm_fusion_gives_the_same_logits_on_real_sentences(tmp_path, run
     from tfllm_export.onnx_graph import fuse_layer_norms
     from tfllm_serving.wordpiece import encode_batch, load_tokenizer
 
-    model = keras.saving.load_model(run_dir / "model.keras")
+    model = load_run_model(run_dir)
     artifacts.export_onnx(model, tmp_path / "plain.onnx")
     graph = onnx.load(str(tmp_path / "plain.onnx"))
     before = len(graph.graph.node)
@@ -114,7 +114,7 @@ def test_savedmodel_answers_raw_strings_with_the_keras_probabilities(exported, r
     serve = tf.saved_model.load(str(exported)).signatures["serving_default"]
     texts = sst2_dev_sentences[:40]
     got = serve(text=tf.constant(texts))
-    model = keras.saving.load_model(run_dir / "model.keras")
+    model = load_run_model(run_dir)
     logits = predict_logits(model, load_tokenizer(run_dir / "tokenizer"),
                             [Example(t, "0") for t in texts], 48)
     np.testing.assert_allclose(got["probabilities"].numpy(),
@@ -210,7 +210,7 @@ def test_edge_example_classifies_with_litert_alone_matching_keras(exported, run_
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads(out.stdout.strip().splitlines()[-1])
-    model = keras.saving.load_model(run_dir / "model.keras")
+    model = load_run_model(run_dir)
     logits = predict_logits(model, load_tokenizer(run_dir / "tokenizer"),
                             [Example(t, "0") for t in texts], 48)
     probs = tf.nn.softmax(logits).numpy()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
@@ -15,6 +14,7 @@ from tfllm.cli import main
 from tfllm.data.tasks import Example
 from tfllm.finetune.features import classification_features, predict_logits
 from tfllm.models.checkpoints import load_checkpoint
+from tfllm.models.run_dir import load_run_model
 
 
 def test_random_init_run_writes_valid_metrics_labels_plots_and_preset(tiny_run):
@@ -30,18 +30,18 @@ def test_random_init_run_writes_valid_metrics_labels_plots_and_preset(tiny_run):
 
 
 def test_saved_run_reloads_with_safe_mode_and_predicts_identically(tiny_run, sst2_dev_sentences):
-    model = keras.saving.load_model(tiny_run / "model.keras", safe_mode=True)
+    model = load_run_model(tiny_run)
     tokenizer = load_tokenizer(tiny_run / "tokenizer")
     examples = [Example(s, "0") for s in sst2_dev_sentences[:32]]
     first = predict_logits(model, tokenizer, examples, 48)
-    again = predict_logits(keras.saving.load_model(tiny_run / "model.keras"), tokenizer,
+    again = predict_logits(load_run_model(tiny_run), tokenizer,
                            examples, 48)
     np.testing.assert_array_equal(first, again)
     assert first.shape == (32, 2)
 
 
 def test_predictions_come_back_in_input_order_whatever_their_lengths(tiny_run, sst2_dev_sentences):
-    model = keras.saving.load_model(tiny_run / "model.keras", safe_mode=True)
+    model = load_run_model(tiny_run)
     tokenizer = load_tokenizer(tiny_run / "tokenizer")
     # Longest first, so predicting shortest-first must put every row back in its place.
     examples = [Example(s, "0") for s in sorted(sst2_dev_sentences[:24], key=len, reverse=True)]

@@ -136,6 +136,13 @@ def test_run_dir_holds_model_backbone_preset_tokenizer_config_metrics_and_logs(
     assert backbone.num_layers == 1 and tokenizer.vocabulary_size() == 2000
     model = keras.saving.load_model(out / "model.keras", safe_mode=True)
     assert model.backbone.count_params() == backbone.count_params()
+    # preset/ is keras-hub's BertMaskedLM with the run's tied MLM head, on raw text
+    masked_lm = keras_hub.models.BertMaskedLM.from_preset(str(out / "preset"))
+    for mine, theirs in zip(model.mlm_head.weights, masked_lm.masked_lm_head.weights,
+                            strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    logits = masked_lm.predict(["the game was released in japan in 2011 ."], verbose=0)
+    assert logits.shape == (1, 10, 2000)  # the data's 10 masked positions, the vocab
     # a finished run is never overwritten
     assert main(["pretrain", "--config", TINY_CONFIG, "--data", str(tiny_data),
                  "--out", str(out), *TINY, "--set", "train.steps=10"]) == 2

@@ -20,17 +20,17 @@ RUN_FILES = ("model.keras", "labels.json", "config.yaml", "tokenizer/tokenizer.j
 
 def load_run(run_dir: str | Path):
     """(model, tokenizer, label names, config) of a finished fine-tuning RUN_DIR."""
-    import keras
     from tfllm_serving.wordpiece import load_tokenizer
 
     from tfllm.config import load_config
     from tfllm.finetune.train import FinetuneConfig
+    from tfllm.models.run_dir import load_run_model
 
     run_dir = Path(run_dir)
     missing = [name for name in RUN_FILES if not (run_dir / name).exists()]
     if missing:
         raise InputError(f"--model {run_dir}: not a fine-tuned RUN_DIR (missing {', '.join(missing)})")
-    model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    model = load_run_model(run_dir)
     names = json.loads((run_dir / "labels.json").read_text())
     cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
     return model, load_tokenizer(run_dir / "tokenizer"), names, cfg
@@ -76,7 +76,7 @@ def predict_texts(run_dir: str | Path, texts: list[str], out=None) -> list[dict]
     import tensorflow as tf
 
     from tfllm.data.tasks import Example
-    from tfllm.finetune.features import keras_inputs, predict_logits, predict_token_logits
+    from tfllm.finetune.features import predict_logits
 
     if not texts:
         raise InputError("no texts to predict (give TEXT arguments or --file)")
@@ -84,16 +84,10 @@ def predict_texts(run_dir: str | Path, texts: list[str], out=None) -> list[dict]
     out = out or sys.stdout
     rows = []
     if cfg.task.type == "token_classification":
-        from tfllm_serving.tagging import decode_tags, entities
+        from tfllm.models.tagger import TokenTagger
 
-        from tfllm.finetune.tagging import encode_tagged
-
-        words = [t.split() for t in texts]
-        enc = encode_tagged(tokenizer, words, None, None, cfg.task.max_len)
-        tags = decode_tags(enc["first_token"], predict_token_logits(model, keras_inputs(enc)),
-                           names, [len(w) for w in words], cfg.task.decoding)
-        for text, w, t in zip(texts, words, tags, strict=True):
-            rows.append({"text": text, "words": w, "tags": t, "entities": entities(t, w)})
+        tagger = TokenTagger(model, tokenizer, names, cfg.task.max_len, cfg.task.decoding)
+        rows = [{"text": text, **row} for text, row in zip(texts, tagger(texts), strict=True)]
     else:
         logits = predict_logits(model, tokenizer, [Example(t, names[0]) for t in texts],
                                 cfg.task.max_len, truncation=cfg.task.truncation)

@@ -24,7 +24,7 @@ from pathlib import Path
 import keras
 import numpy as np
 from tfllm_serving.tagging import decode_tags
-from tfllm_serving.wordpiece import load_tokenizer
+from tfllm_serving.wordpiece import is_lowercase, load_tokenizer, read_vocab
 
 from tfllm.data.readers import ReadReport
 from tfllm.data.tasks import (
@@ -51,6 +51,7 @@ from tfllm.finetune.peft import enable_lora, freeze, trainable_count
 from tfllm.finetune.tagging import IGNORE, check_decoding, encode_tagged
 from tfllm.models.backbone import SIZES, BackboneConfig, build_backbone
 from tfllm.models.checkpoints import load_checkpoint
+from tfllm.models.presets import keras_hub_tokenizer, with_preprocessor
 from tfllm.models.run_dir import save_run_dir
 from tfllm.models.tagger import build_token_classifier
 from tfllm.training.optimizer import OptimizerConfig, build_optimizer
@@ -363,7 +364,12 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     save_plots(out, history.history, metrics["confusion_matrix"], names)
     if method.name == "lora":
         backbone.save_lora_weights(str(out / "adapter.lora.h5"))
-    save_run_dir(out, model, backbone, checkpoint.tokenizer_dir, cfg, metrics, names)
+    preset = None
+    if not tagging:  # keras-hub has a task class for it: raw strings in, and a task preset
+        vocab = read_vocab(Path(checkpoint.tokenizer_dir) / "vocab.txt")
+        preset = with_preprocessor(model, keras_hub_tokenizer(vocab, is_lowercase(tokenizer)),
+                                   task.max_len)
+    save_run_dir(out, model, backbone, checkpoint.tokenizer_dir, cfg, metrics, names, preset)
     if not quiet:
         key = "entity_f1" if tagging else "accuracy"
         print(f"finetune -> {out}: {key} {metrics[key]:.4f}"

@@ -5,7 +5,10 @@ so an interrupted save never looks complete.
 
 Example (layout):
 
-    RUN_DIR/model.keras  backbone/  tokenizer/  [labels.json]  config.yaml  metrics.json
+    RUN_DIR/model.keras  backbone/  [preset/]  tokenizer/  [labels.json]  config.yaml  metrics.json
+
+`preset/` is a keras-hub task preset (`TextClassifier.from_preset`, `BertMaskedLM.from_preset`)
+where keras-hub has a task class for the run's model (`tfllm.models.presets`).
 """
 
 from __future__ import annotations
@@ -15,30 +18,36 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tfllm_serving.wordpiece import is_lowercase, load_tokenizer
+from tfllm_serving.wordpiece import is_lowercase, load_tokenizer, read_vocab
 
 from tfllm.atomic import atomic_write_text
 from tfllm.config import save_config
 
 
 def save_run_dir(out: Path, model: Any, backbone: Any, tokenizer_dir: Path, config: Any,
-                 metrics: dict, labels: list[str] | None = None) -> None:
+                 metrics: dict, labels: list[str] | None = None, task: Any = None) -> None:
     """Write every RUN_DIR file; `backbone/` is a keras-hub preset with its BertTokenizer,
-    so it loads with `from_preset` and works as `--init`."""
-    import keras_hub
+    so it loads with `from_preset` and works as `--init`; `task` (a keras-hub task with its
+    preprocessor) also goes to `preset/`."""
+    from tfllm.models.presets import keras_hub_tokenizer
 
     tmp_model = out / ".model.tmp.keras"
     model.save(tmp_model)
     tmp_model.replace(out / "model.keras")
-    preset_tmp = out / ".backbone.tmp"
-    shutil.rmtree(preset_tmp, ignore_errors=True)
-    backbone.save_to_preset(str(preset_tmp))
-    keras_hub.models.BertTokenizer(
-        vocabulary=str(tokenizer_dir / "vocab.txt"),
-        lowercase=is_lowercase(load_tokenizer(tokenizer_dir)),
-    ).save_to_preset(str(preset_tmp))
-    shutil.rmtree(out / "backbone", ignore_errors=True)
-    preset_tmp.rename(out / "backbone")
+    tokenizer = keras_hub_tokenizer(read_vocab(tokenizer_dir / "vocab.txt"),
+                                    is_lowercase(load_tokenizer(tokenizer_dir)))
+
+    def save_preset(name: str, save) -> None:
+        tmp = out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save(str(tmp))
+        shutil.rmtree(out / name, ignore_errors=True)
+        tmp.rename(out / name)
+
+    save_preset("backbone", lambda path: (backbone.save_to_preset(path),
+                                          tokenizer.save_to_preset(path)))
+    if task is not None:
+        save_preset("preset", task.save_to_preset)
     if tokenizer_dir.resolve() != (out / "tokenizer").resolve():
         shutil.rmtree(out / "tokenizer", ignore_errors=True)
         shutil.copytree(tokenizer_dir, out / "tokenizer")
@@ -46,3 +55,14 @@ def save_run_dir(out: Path, model: Any, backbone: Any, tokenizer_dir: Path, conf
         (out / "labels.json").write_text(json.dumps(labels) + "\n")
     save_config(config, out / "config.yaml")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+
+def load_run_model(run_dir: Path) -> Any:
+    """`RUN_DIR/model.keras` (safe mode) for tfllm's own id-fed use: a keras-hub task's
+    preprocessor is dropped (tfllm encodes with `tfllm_serving.wordpiece`)."""
+    import keras
+
+    from tfllm.models.presets import without_preprocessor
+
+    return without_preprocessor(keras.saving.load_model(Path(run_dir) / "model.keras",
+                                                        safe_mode=True))

@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from tfllm_serving.wordpiece import read_vocab
+from tfllm_serving.wordpiece import is_lowercase, load_tokenizer, read_vocab
 
 from tfllm.atomic import atomic_write_text
 from tfllm.config import config_to_dict
@@ -30,6 +30,7 @@ from tfllm.data.tfrecords import load_pretraining_dataset, shard_files
 from tfllm.errors import InputError
 from tfllm.models.backbone import BackboneConfig, build_backbone
 from tfllm.models.fused_elementwise import fuse_elementwise
+from tfllm.models.presets import keras_hub_tokenizer, masked_lm
 from tfllm.models.pretraining import BertPretrainer, pretraining_losses
 from tfllm.models.run_dir import save_run_dir
 from tfllm.training.optimizer import OptimizerConfig, build_optimizer
@@ -354,7 +355,11 @@ def pretrain(
     if writer is not None:
         writer.flush()
     hooks.on_train_end(metrics)
-    save_run_dir(out, model, backbone, data.path / "tokenizer", cfg, metrics)
+    tokenizer = keras_hub_tokenizer(read_vocab(data.path / "tokenizer" / "vocab.txt"),
+                                    is_lowercase(load_tokenizer(data.path / "tokenizer")))
+    with strategy.scope():
+        preset = masked_lm(model, tokenizer, data.seq_len, data.max_predictions)
+    save_run_dir(out, model, backbone, data.path / "tokenizer", cfg, metrics, task=preset)
     if not quiet:
         print("pretrain ->", out)
         for key, value in metrics.items():
