@@ -66,19 +66,9 @@ def tiny_vocab() -> list[str]:
 
 
 def build_tokenizer_json(path: Path, vocab: list[str]) -> None:
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordPiece
+    from tfllm_serving.wordpiece import build_bert_tokenizer
 
-    tok = Tokenizer(WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    cls_id, sep_id = vocab.index("[CLS]"), vocab.index("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    tok.save(str(path))
+    build_bert_tokenizer(vocab, lowercase=True).save(str(path))
     path.with_name("vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
 
 

@@ -36,15 +36,20 @@ def weights(h5_path: Path) -> dict[str, np.ndarray]:
     return found
 
 
+def run_two_cpu_script(script: str, data: Path, out: Path, *overrides: str) -> dict:
+    """A script beside this file in a fresh process (it makes 2 logical CPUs before TF
+    starts), on the tiny model without dropout; its `RESULT {json}` line."""
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name(script)), TINY_CONFIG, str(data), str(out),
+         *[a for a in TINY + EXACT if a != "--set"], *overrides],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.split("RESULT ", 1)[1])
+
+
 def test_two_replicas_on_logical_cpus_match_one_replica_on_the_same_global_batch(tmp_path,
                                                                                  tiny_data):
-    overrides = [a for a in TINY + EXACT if a != "--set"] + ["train.steps=10"]
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("replica_parity.py")), TINY_CONFIG,
-         str(tiny_data), str(tmp_path), *overrides],
-        capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.split("RESULT ", 1)[1])
+    result = run_two_cpu_script("replica_parity.py", tiny_data, tmp_path, "train.steps=10")
     assert result["default"]["replicas"] == 1 and result["mirrored"]["replicas"] == 2
     assert result["mirrored"]["loss"] == pytest.approx(result["default"]["loss"], rel=1e-4)
     assert "not divisible by the 2 replicas" in result["odd_batch_error"]
@@ -219,15 +224,10 @@ def test_accumulated_micro_batches_update_like_one_big_batch_on_one_and_two_repl
         tmp_path, tiny_data):
     # Constant learning rate (Keras schedules see micro-steps), no dropout, clipping that
     # bites (clipnorm 0.05): 3 updates of 16 examples each way.
-    overrides = [a for a in TINY + EXACT if a != "--set"] + [
-        "optimizer.warmup_steps=0", "optimizer.final_lr_fraction=1.0",
-        "optimizer.learning_rate=1e-3", "optimizer.clipnorm=0.05"]
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("accumulation_parity.py")), TINY_CONFIG,
-         str(tiny_data), str(tmp_path), *overrides],
-        capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert out.returncode == 0, out.stderr[-3000:]
-    diff = json.loads(out.stdout.split("RESULT ", 1)[1])
+    diff = run_two_cpu_script(
+        "accumulation_parity.py", tiny_data, tmp_path, "optimizer.warmup_steps=0",
+        "optimizer.final_lr_fraction=1.0", "optimizer.learning_rate=1e-3",
+        "optimizer.clipnorm=0.05")
     # Float summation order differs; Adam's first steps move a weight by about lr * sign(g),
     # so a near-zero gradient component can differ by a fraction of lr: 2e-4 = lr / 5.
     assert diff["accumulated_2x8"] < 2e-4, diff
