@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import REPO, RESULTS, markdown_table, tree_state, write_results  # noqa: E402
+from bench.report import REPO, RESULTS, machine, markdown_table, tree_state, write_results  # noqa: E402
 
 # name -> (config, --set overrides, what is measured, target). "MINILM" is the checkpoint.
 RUNS: dict[str, tuple[str, list[str], str, str]] = {
@@ -161,7 +161,13 @@ def write_provenance(out: Path, name: str) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / f"{name}.provenance.json", json.dumps(
-        {**tree_state(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+        {**tree_state(), "host": host(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+
+
+def host() -> str:
+    """The CPU and its matrix ISA: 2-core hosts of one name differ in speed by these."""
+    info = machine()
+    return f"{info['cpu']} ({', '.join(info['cpu_matrix_isa'])}), {info['cores']} cores"
 
 
 def score(metrics: dict, split: str = "test") -> float:
@@ -263,10 +269,11 @@ def main() -> int:
                      f"{100 * metrics['trainable_params'] / metrics['total_params']:.2f}%",
                      f"{metrics['train_seconds'] / 60:.1f}",
                      (row.get("commit") or "?") + ("+dirty" if row.get("dirty") else ""),
+                     row.get("host", "?"),
                      f"`{row['command']}`"])
     table = markdown_table(["run", "metric", "score", "target", "valid score", "recipe chosen",
                             "train examples", "epochs", "trainable params", "trainable share",
-                            "train min", "commit", "command"], rows)
+                            "train min", "commit", "host", "command"], rows)
     notes = ("`MINILM` is the all-MiniLM-L6-v2 checkpoint directory "
              "(`python -c 'from tfllm.models.checkpoints import minilm_dir; print(minilm_dir())'`). "
              "CPU only, one run at a time. Subsampling is in each config "
@@ -281,7 +288,8 @@ def main() -> int:
              "`fixed in advance`: the recipe was set before any score of this run was seen. "
              "*commit*: the code the run trained with (`+dirty`: with uncommitted changes); "
              "rows trained before runs recorded their tree carry the commit before the one that "
-             "recorded them (`commit_source` in the JSON). NER scores name their decoding: "
+             "recorded them (`commit_source` in the JSON). *host*: the CPU the run trained on "
+             "(the Machine line above is the host that rebuilt the table). NER scores name their decoding: "
              "`bio` is the BIO-constrained Viterbi default, `argmax` each word's own best tag "
              "(runs trained before `task.decoding` existed; their `+bio` rows re-score the same "
              "model). "
