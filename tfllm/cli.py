@@ -112,6 +112,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from tfllm.embeddings.embed import embed_file
+
+    embed_file(args.model, args.input, args.out, args.text_column, args.batch_size, args.max_len,
+               fmt=args.format)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from tfllm_export.stage import export_run
 
@@ -244,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--file", metavar="FILE", help="one text per line")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("embed", help="sentence embeddings (mean pooling, L2-normalised) -> .npy")
+    p.add_argument("--model", required=True,
+                   help="INIT (Hugging Face BERT folder, keras-hub preset) or a RUN_DIR")
+    p.add_argument("--input", required=True, help="csv, tsv, jsonl or text file, one text a row")
+    p.add_argument("--text-column", help="column name or index (default: a text-like column)")
+    p.add_argument("--format", choices=("csv", "tsv", "jsonl", "text"),
+                   help="default: from the extension")
+    p.add_argument("--out", required=True, help="FILE.npy: float32 [rows, hidden]")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-len", type=int, help="default: the checkpoint's own")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("export", help="SavedModel / ONNX / TFLite artifacts with a parity gate")
     p.add_argument("--model", required=True, metavar="RUN_DIR", help="a fine-tuned RUN_DIR")

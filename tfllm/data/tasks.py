@@ -31,6 +31,7 @@ from tfllm.data.readers import (
     detect_format,
     read_conll,
     read_delimited_rows,
+    read_jsonl,
     resolve_column,
 )
 from tfllm.errors import InputError
@@ -111,6 +112,40 @@ def read_examples(
     if not examples:
         raise InputError(f"{path}: no examples")
     return examples
+
+
+def read_texts(path: str | Path, text_column: str | int | None = None,
+               fmt: str | None = None) -> list[str]:
+    """One text per row of a CSV/TSV/JSONL file (or per line of a text file), in file order,
+    read strictly: a bad row or an empty text is an error naming the file and line, since
+    the output rows must line up with the input rows."""
+    path = check_readable(expand_path(str(path)))
+    kind = fmt or detect_format(path)
+    report = ReadReport(strict=True)
+    if kind == "jsonl":
+        rows = [(d.line, d.text) for d in read_jsonl(path, report, str(text_column or "text"))]
+    elif kind in ("csv", "tsv"):
+        names, found = read_delimited_rows(path, report, "\t" if kind == "tsv" else ",")
+        index = resolve_column(text_column, names, path)
+        rows = []
+        for number, row in found:
+            if index >= len(row):
+                raise InputError(f"{path}:{number}: no column {index} (the row has {len(row)})")
+            rows.append((number, row[index]))
+    elif kind == "text":
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise InputError(f"{path}: not UTF-8 ({err})") from None
+        rows = list(enumerate(lines, start=1))
+    else:
+        raise InputError(f"{path}: texts must come from csv, tsv, jsonl or text, not {kind}")
+    for number, text in rows:
+        if not text.strip():
+            raise InputError(f"{path}:{number}: empty text")
+    if not rows:
+        raise InputError(f"{path}: no texts")
+    return [text for _, text in rows]
 
 
 def read_tagged(path: str | Path, report: ReadReport | None = None,

@@ -1,0 +1,1 @@
+"""Sentence embeddings: pooling, embedding models, `tfllm embed`."""

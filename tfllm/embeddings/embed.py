@@ -1,0 +1,101 @@
+"""`tfllm embed`: one L2-normalised float32 row per input row, in input order, as `.npy`.
+
+Read top to bottom: read the texts (strictly: a bad row or an empty text names its file and
+line) -> the embedder: `--model`'s backbone (an INIT as for finetune, or a RUN_DIR) with mean
+pooling -> ids from the one encoder (`tfllm_serving.wordpiece`), shortest rows first so that
+each batch pads only to its own longest row -> the rows back in input order -> `FILE.npy`
+written under a temporary name and renamed when complete.
+
+Example:
+
+    tfllm embed --model "$MINILM" --input ../shared/data/sst2/dev.tsv --text-column sentence \\
+        --out out/sst2-dev.npy
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from tfllm.errors import InputError
+
+DEFAULT_MAX_LEN = 128
+
+
+def load_embedder(model: str) -> tuple[Any, Any, int]:
+    """(Keras embedder, tokenizer, default max_len) for an INIT folder or a RUN_DIR; the
+    max_len is the checkpoint's own (`sentence_bert_config.json`, a run's `task.max_len`)."""
+    import yaml
+    from tfllm_serving.wordpiece import load_tokenizer
+
+    from tfllm.embeddings.pooling import build_embedder, check_pooling
+    from tfllm.models.checkpoints import init_kind, load_checkpoint
+
+    if init_kind(model) == "none":
+        raise InputError("--model none has no weights to embed with")
+    folder = Path(model)
+    check_pooling(folder)
+    max_len = DEFAULT_MAX_LEN
+    if (folder / "sentence_bert_config.json").is_file():
+        max_len = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
+    elif (folder / "config.yaml").is_file():
+        max_len = yaml.safe_load((folder / "config.yaml").read_text()).get(
+            "task", {}).get("max_len", max_len)
+    with tempfile.TemporaryDirectory() as work:
+        checkpoint = load_checkpoint(model, Path(work))
+        tokenizer = load_tokenizer(checkpoint.tokenizer_dir)
+    backbone = checkpoint.backbone
+    return build_embedder(backbone), tokenizer, min(max_len, backbone.max_sequence_length)
+
+
+def embed_texts(embedder: Any, tokenizer: Any, texts: list[str], max_len: int,
+                batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """[len(texts), hidden] float32 unit rows, in the order of `texts`."""
+    from tfllm_serving.wordpiece import encode_batch
+
+    enc = encode_batch(tokenizer, texts, max_len=max_len, pad_to_max_len=True)
+    lengths = enc["attention_mask"].sum(1)
+    order = np.argsort(lengths, kind="stable")
+    out = np.zeros((len(texts), embedder.output_shape[-1]), dtype=np.float32)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="embed", unit="batch", disable=not progress):
+        rows = order[start:start + batch_size]
+        width = int(lengths[rows].max())
+        out[rows] = np.asarray(embedder.predict_on_batch({
+            "token_ids": enc["input_ids"][rows, :width],
+            "segment_ids": enc["token_type_ids"][rows, :width],
+            "padding_mask": enc["attention_mask"][rows, :width]}), dtype=np.float32)
+    return out
+
+
+def embed_file(model: str, input_path: str | Path, out: str | Path,
+               text_column: str | None = None, batch_size: int = 64,
+               max_len: int | None = None, quiet: bool = False,
+               fmt: str | None = None) -> np.ndarray:
+    """Embed every row of `input_path` and write them to `out` (`.npy`)."""
+    from tfllm.atomic import atomic_write_bytes
+    from tfllm.data.tasks import read_texts
+
+    out = Path(out)
+    if out.suffix != ".npy":
+        raise InputError(f"--out {out}: expected a .npy file")
+    if batch_size < 1 or (max_len is not None and max_len < 4):
+        raise InputError("--batch-size must be >= 1 and --max-len >= 4")
+    texts = read_texts(input_path, text_column, fmt)
+    embedder, tokenizer, default_len = load_embedder(model)
+    rows = embed_texts(embedder, tokenizer, texts, max_len or default_len, batch_size,
+                       progress=not quiet)
+    buffer = io.BytesIO()
+    np.save(buffer, rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, buffer.getvalue())
+    if not quiet:
+        print(f"embed -> {out}: {rows.shape[0]:,} rows x {rows.shape[1]} (max_len "
+              f"{max_len or default_len})")
+    return rows
