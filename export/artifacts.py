@@ -44,20 +44,21 @@ def _signature() -> list[tf.TensorSpec]:
     return [tf.TensorSpec([None, None], tf.int32, name=name) for name in ONNX_INPUTS]
 
 
-def _ids_function(model):
+def _ids_function(model, output: str = "logits"):
     @tf.function(input_signature=_signature())
-    def logits(input_ids, attention_mask, token_type_ids):
+    def outputs(input_ids, attention_mask, token_type_ids):
         out = model({"token_ids": input_ids, "padding_mask": attention_mask,
                      "segment_ids": token_type_ids}, training=False)
-        return {"logits": tf.cast(out, tf.float32)}
+        return {output: tf.cast(out, tf.float32)}
 
-    return logits
+    return outputs
 
 
-def export_onnx(model, path: Path, opset: int = 17) -> None:
+def export_onnx(model, path: Path, opset: int = 17, output: str = "logits") -> None:
+    """`output`: the name of the model's one output (`logits`, or `embedding`)."""
     import tf2onnx
 
-    tf2onnx.convert.from_function(_ids_function(model), input_signature=_signature(),
+    tf2onnx.convert.from_function(_ids_function(model, output), input_signature=_signature(),
                                   opset=opset, output_path=str(path))
 
 
@@ -142,7 +143,7 @@ def convert_onnx_fp16(source: Path, path: Path) -> None:
 
 
 def export_tflite(model, path: Path, mode: str = "fp32",
-                  calibration: list[dict] | None = None) -> None:
+                  calibration: list[dict] | None = None, output: str = "logits") -> None:
     """`mode`: fp32, fp16, dynamic or int8 (needs `calibration`, feature dicts of real text).
 
     Via a SavedModel written by Keras' ExportArchive, which captures Keras 3 variables
@@ -151,15 +152,15 @@ def export_tflite(model, path: Path, mode: str = "fp32",
 
     import keras
 
-    def logits(input_ids, attention_mask, token_type_ids):
+    def outputs(input_ids, attention_mask, token_type_ids):
         out = model({"token_ids": input_ids, "padding_mask": attention_mask,
                      "segment_ids": token_type_ids}, training=False)
-        return {"logits": tf.cast(out, tf.float32)}
+        return {output: tf.cast(out, tf.float32)}
 
     with tempfile.TemporaryDirectory() as tmp:
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint("serving_default", logits, input_signature=_signature())
+        archive.add_endpoint("serving_default", outputs, input_signature=_signature())
         archive.write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         if mode != "fp32":
@@ -173,12 +174,13 @@ def export_tflite(model, path: Path, mode: str = "fp32",
 
 
 class TextClassifierModule(tf.Module):
-    """Raw strings -> logits/probabilities, for `tf.saved_model.save` and TF Serving."""
+    """Raw strings -> logits/probabilities (or, for a sentence embedder, `embedding`), for
+    `tf.saved_model.save` and TF Serving."""
 
     def __init__(self, model, vocab: list[str], max_len: int, lowercase: bool,
-                 pairs: bool, truncation: str = "head") -> None:
+                 pairs: bool, truncation: str = "head", output: str = "logits") -> None:
         super().__init__()
-        self.model = model
+        self.model, self.output = model, output
         self.tokenizer = InGraphTokenizer(vocab, max_len=max_len, lowercase=lowercase,
                                           truncation=truncation)
         text = tf.TensorSpec([None], tf.string, name="text")
@@ -189,11 +191,13 @@ class TextClassifierModule(tf.Module):
             self.serve = tf.function(self._single, input_signature=[text])
 
     def _outputs(self, features: dict) -> dict:
-        logits = tf.cast(self.model({"token_ids": features["input_ids"],
-                                     "padding_mask": features["attention_mask"],
-                                     "segment_ids": features["token_type_ids"]},
-                                    training=False), tf.float32)
-        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
+        out = tf.cast(self.model({"token_ids": features["input_ids"],
+                                  "padding_mask": features["attention_mask"],
+                                  "segment_ids": features["token_type_ids"]},
+                                 training=False), tf.float32)
+        if self.output != "logits":
+            return {self.output: out}
+        return {"logits": out, "probabilities": tf.nn.softmax(out, axis=-1)}
 
     def _single(self, text):
         return self._outputs(self.tokenizer(text))
@@ -203,6 +207,6 @@ class TextClassifierModule(tf.Module):
 
 
 def export_savedmodel(model, directory: Path, vocab: list[str], max_len: int, lowercase: bool,
-                      pairs: bool, truncation: str = "head") -> None:
-    module = TextClassifierModule(model, vocab, max_len, lowercase, pairs, truncation)
+                      pairs: bool, truncation: str = "head", output: str = "logits") -> None:
+    module = TextClassifierModule(model, vocab, max_len, lowercase, pairs, truncation, output)
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})

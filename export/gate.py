@@ -20,9 +20,11 @@ import numpy as np
 class GateThresholds:
     """Pass/fail limits (DESIGN.md defaults)."""
 
-    fp32_max_abs_logit_diff: float = 1e-4
+    fp32_max_abs_logit_diff: float = 1e-4  # also for embeddings' components
     quantized_max_metric_drop: float = 0.01  # accuracy, as a fraction (1 point)
     quantized_min_label_agreement: float = 0.98
+    quantized_min_mean_cosine: float = 0.99  # embeddings: rows' cosine to Keras', averaged
+    quantized_max_spearman_drop: float = 0.5  # embeddings: points of Spearman x 100
 
 
 QUANTIZED = ("onnx-int8", "onnx-fp16", "onnx-int8-static", "tflite-fp16", "tflite-dynamic",
@@ -34,19 +36,19 @@ def batches(n: int, size: int):
         yield slice(start, min(start + size, n))
 
 
-def onnx_runner(path: Path) -> Callable[[dict], np.ndarray]:
+def onnx_runner(path: Path, output: str = "logits") -> Callable[[dict], np.ndarray]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     dtypes = {i.name: (np.int64 if "int64" in i.type else np.int32) for i in session.get_inputs()}
 
     def run(features: dict) -> np.ndarray:
-        return session.run(["logits"], {k: features[k].astype(dtypes[k]) for k in dtypes})[0]
+        return session.run([output], {k: features[k].astype(dtypes[k]) for k in dtypes})[0]
 
     return run
 
 
-def tflite_runner(path: Path) -> Callable[[dict], np.ndarray]:
+def tflite_runner(path: Path, output: str = "logits") -> Callable[[dict], np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
 
     # LiteRT runs one thread unless told; onnxruntime and TF use every core by default.
@@ -54,12 +56,13 @@ def tflite_runner(path: Path) -> Callable[[dict], np.ndarray]:
     runner = interpreter.get_signature_runner()
 
     def run(features: dict) -> np.ndarray:
-        return runner(**{k: v.astype(np.int32) for k, v in features.items()})["logits"]
+        return runner(**{k: v.astype(np.int32) for k, v in features.items()})[output]
 
     return run
 
 
-def savedmodel_runner(directory: Path) -> Callable[[list[str], list[str] | None], np.ndarray]:
+def savedmodel_runner(directory: Path, output: str = "logits"
+                      ) -> Callable[[list[str], list[str] | None], np.ndarray]:
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(directory)).signatures["serving_default"]
@@ -68,7 +71,7 @@ def savedmodel_runner(directory: Path) -> Callable[[list[str], list[str] | None]
         kwargs = {"text": tf.constant(texts)}
         if pairs is not None:
             kwargs["text_pair"] = tf.constant(pairs)
-        return serve(**kwargs)["logits"].numpy()
+        return serve(**kwargs)[output].numpy()
 
     return run
 
@@ -103,6 +106,28 @@ def compare(fmt: str, logits: np.ndarray, reference: np.ndarray, labels: np.ndar
     else:
         checks = {"max_abs_logit_diff":
                   result["max_abs_logit_diff"] <= thresholds.fp32_max_abs_logit_diff}
+    result["failed_checks"] = [name for name, ok in checks.items() if not ok]
+    result["passed"] = not result["failed_checks"]
+    return result
+
+
+def compare_embeddings(fmt: str, rows: np.ndarray, reference: np.ndarray,
+                       thresholds: GateThresholds,
+                       spearman: Callable[[np.ndarray], float]) -> dict:
+    """The gate for sentence embeddings: each row's cosine to the Keras row, the largest
+    component difference, and `spearman(rows)` (the task metric on the eval pairs) and its
+    change from Keras'."""
+    cosine = (rows * reference).sum(1) / (np.linalg.norm(rows, axis=1)
+                                          * np.linalg.norm(reference, axis=1))
+    metric = spearman(rows)
+    result = {"max_abs_diff": float(np.abs(rows - reference).max()),
+              "mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min()),
+              "metric_value": metric, "metric_delta": metric - spearman(reference)}
+    if fmt in QUANTIZED:
+        checks = {"mean_cosine": result["mean_cosine"] >= thresholds.quantized_min_mean_cosine,
+                  "metric_drop": -result["metric_delta"] <= thresholds.quantized_max_spearman_drop}
+    else:
+        checks = {"max_abs_diff": result["max_abs_diff"] <= thresholds.fp32_max_abs_logit_diff}
     result["failed_checks"] = [name for name, ok in checks.items() if not ok]
     result["passed"] = not result["failed_checks"]
     return result

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tfllm_export import artifacts
@@ -23,6 +24,7 @@ from tfllm_export.gate import (
     argmax_rows,
     batches,
     compare,
+    compare_embeddings,
     latency_ms,
     onnx_runner,
     savedmodel_runner,
@@ -60,17 +62,29 @@ def resolve_version_dir(out: str | Path, version: str | None) -> Path:
 class GateData:
     """Real eval data for the gate: raw texts (SavedModel), token-id features (ONNX, TFLite;
     the TF-free tokenizer the server uses), and the scored positions: one row per example, or
-    for token classification one row per word (its first sub-token)."""
+    for token classification one row per word (its first sub-token). `score(outputs)` is the
+    task metric of the model's outputs, `compare(fmt, outputs, reference, thresholds)` the
+    gate's numbers for one artifact against the Keras outputs."""
 
     texts: list[str]
     pairs: list[str] | None
     features: Callable[[slice, bool], dict]
     pick: Callable[[np.ndarray, slice], np.ndarray]
-    labels: np.ndarray
-    metric: Callable[[np.ndarray], float]
+    score: Callable[[np.ndarray], float]
+    compare: Callable[[str, np.ndarray, np.ndarray, GateThresholds], dict]
     metric_name: str
     source: str
-    decode: Callable[[np.ndarray], np.ndarray] = argmax_rows
+
+
+def _labelled(texts: list[str], pairs: list[str] | None, features, pick, labels: np.ndarray,
+              metric: Callable[[np.ndarray], float], metric_name: str, source: str,
+              decode: Callable[[np.ndarray], np.ndarray] = argmax_rows) -> GateData:
+    """Gate data of a classifier or tagger: outputs are logits, decoded into label ids as the
+    run predicts (argmax, or the run's NER decoding)."""
+    return GateData(texts, pairs, features, pick, lambda out: metric(decode(out)),
+                    lambda fmt, out, ref, thresholds: compare(fmt, out, ref, labels, thresholds,
+                                                              metric, decode),
+                    metric_name, source)
 
 
 def gate_data(task, names: list[str], tokenizer, eval_data: str | None, max_eval: int
@@ -108,9 +122,9 @@ def gate_data(task, names: list[str], tokenizer, eval_data: str | None, max_eval
                             max_len=task.max_len, pad_to_max_len=pad_to_max,
                             truncation=task.truncation)
 
-    return GateData(texts, pairs, features, lambda logits, sl: logits, labels,
-                    lambda predicted: float((predicted == labels).mean()), "accuracy",
-                    str(source))
+    return _labelled(texts, pairs, features, lambda logits, sl: logits, labels,
+                     lambda predicted: float((predicted == labels).mean()), "accuracy",
+                     str(source))
 
 
 def _tagged_gate_data(task, names: list[str], tokenizer, source: str | None, max_eval: int
@@ -159,56 +173,156 @@ def _tagged_gate_data(task, names: list[str], tokenizer, source: str | None, max
         tags = [[names[i] for i in row] for row in np.split(predicted, counts)]
         return entity_metrics(kept, tags, names, quiet=True)["entity_f1"]
 
-    return GateData([" ".join(s.words) for s in sentences], None, tagged, pick,
-                    np.array([index[t] for row in kept for t in row]), entity_f1,
-                    "entity_f1", str(source), decode)
+    return _labelled([" ".join(s.words) for s in sentences], None, tagged, pick,
+                     np.array([index[t] for row in kept for t in row]), entity_f1,
+                     "entity_f1", str(source), decode)
+
+
+def _embedding_gate_data(tokenizer, eval_data: str | None, max_len: int, max_eval: int
+                         ) -> GateData:
+    """Scored sentence pairs (STS-B format): every distinct sentence embedded once, Spearman
+    x 100 of the pairs' cosines against the gold scores as the metric."""
+    from tfllm_serving.wordpiece import encode_batch
+
+    from tfllm.embeddings.similarity import correlations, read_stsb
+
+    if not eval_data:
+        raise InputError("no eval data: pass --eval-data FILE (scored sentence pairs in the STS "
+                         "Benchmark format; the gate runs on real data)")
+    pairs = read_stsb(eval_data)
+    first, second = pairs.first[:max_eval], pairs.second[:max_eval]
+    texts = list(dict.fromkeys(first + second))
+    where = {text: i for i, text in enumerate(texts)}
+    a, b = [where[t] for t in first], [where[t] for t in second]
+    gold = pairs.scores[:max_eval]
+
+    def features(sl: slice, pad_to_max: bool = False) -> dict:
+        return encode_batch(tokenizer, texts[sl], max_len=max_len, pad_to_max_len=pad_to_max)
+
+    def spearman(rows: np.ndarray) -> float:
+        return correlations(rows[a], rows[b], gold)["spearman"]
+
+    return GateData(texts, None, features, lambda rows, sl: rows, spearman,
+                    lambda fmt, out, ref, thresholds: compare_embeddings(fmt, out, ref,
+                                                                         thresholds, spearman),
+                    "spearman", str(eval_data))
+
+
+@dataclass
+class Source:
+    """What is exported: the Keras model and how text reaches it, the tokenizer files for
+    the version folder, the gate's data, and what `model_config.json` says of it."""
+
+    model: Any
+    tokenizer: Any
+    tokenizer_dir: Path
+    max_len: int
+    truncation: str
+    output: str  # the model's one output: logits or embedding
+    data: GateData
+    config: dict  # task-specific model_config.json keys
+    labels: list[str] | None
+    calibration: Callable[[str | None], GateData] | None
+
+
+def _run_source(run_dir: Path, eval_data: str | None, max_eval: int) -> Source:
+    """A fine-tuned classification or NER RUN_DIR."""
+    from tfllm_serving.wordpiece import load_tokenizer
+
+    from tfllm.config import load_config
+    from tfllm.finetune.train import FinetuneConfig
+    from tfllm.models.run_dir import load_run_model
+
+    missing = [name for name in RUN_DIR_FILES if not (run_dir / name).exists()]
+    if missing:
+        raise InputError(f"--model {run_dir} is not a fine-tuned RUN_DIR: missing "
+                         f"{', '.join(missing)}")
+    cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
+    task = cfg.task
+    names = json.loads((run_dir / "labels.json").read_text())
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+
+    def calibration(source: str | None) -> GateData:
+        if not (source or task.train):
+            raise InputError("no calibration data: pass --calibration-data FILE (real task "
+                             "text for onnx-int8-static / tflite-int8)")
+        return gate_data(task, names, tokenizer, str(source or task.train), CALIBRATION_EXAMPLES)
+
+    encoding = ({"decoding": task.decoding} if task.type == "token_classification"
+                else {"truncation": task.truncation})
+    return Source(load_run_model(run_dir), tokenizer, run_dir / "tokenizer", task.max_len,
+                  task.truncation, "logits", gate_data(task, names, tokenizer, eval_data, max_eval),
+                  {"task": task.type, **encoding}, names, calibration)
+
+
+def _embedder_source(init: Path, work: Path, eval_data: str | None, max_eval: int) -> Source:
+    """A sentence embedder (mean pooling, L2-normalised) on an INIT's backbone."""
+    from tfllm.embeddings.embed import load_embedder
+
+    model, tokenizer, max_len = load_embedder(str(init), work)
+
+    def calibration(source: str | None) -> GateData:
+        if not source:
+            raise InputError("no calibration data: pass --calibration-data FILE (scored pairs "
+                             "in the STS Benchmark format) for onnx-int8-static / tflite-int8")
+        return _embedding_gate_data(tokenizer, source, max_len, CALIBRATION_EXAMPLES)
+
+    return Source(model, tokenizer, work / "tokenizer", max_len, "head", "embedding",
+                  _embedding_gate_data(tokenizer, eval_data, max_len, max_eval),
+                  {"task": "embedding", "pooling": "mean",
+                   "embedding_dim": int(model.output_shape[-1]), "truncation": "head"},
+                  None, calibration)
 
 
 def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
                eval_data: str | None = None, version: str | None = None,
                thresholds: GateThresholds | None = None, max_eval: int = 1000,
                quiet: bool = False, calibration_data: str | None = None,
-               ort_fusion: bool = True) -> dict:
-    """Export `formats` of a fine-tuned RUN_DIR into the version folder `out`; returns the
-    report (also written as export_report.json). `calibration_data` (the task's format;
-    default its training file) feeds onnx-int8-static and tflite-int8; with `ort_fusion`
-    every ONNX format is also built from the transformer-fused graph and that one is kept
-    when it passes the gate and runs faster at B=1."""
-    from tfllm_serving.wordpiece import is_lowercase, load_tokenizer, read_vocab
+               ort_fusion: bool = True, task: str | None = None) -> dict:
+    """Export `formats` of a fine-tuned RUN_DIR (or, with `task="embedding"`, of a sentence
+    embedder on an INIT's backbone) into the version folder `out`; returns the report (also
+    written as export_report.json). `calibration_data` (the task's format; default its
+    training file) feeds onnx-int8-static and tflite-int8; with `ort_fusion` every ONNX
+    format is also built from the transformer-fused graph and that one is kept when it
+    passes the gate and runs faster at B=1."""
+    from tfllm_serving.wordpiece import is_lowercase, read_vocab
 
-    from tfllm.config import load_config
-    from tfllm.finetune.train import FinetuneConfig
-    from tfllm.models.run_dir import load_run_model
-
-    run_dir = Path(run_dir)
-    missing = [name for name in RUN_DIR_FILES if not (run_dir / name).exists()]
-    if missing:
-        raise InputError(f"--model {run_dir} is not a fine-tuned RUN_DIR: missing "
-                         f"{', '.join(missing)}")
     unknown = [f for f in formats if f not in artifacts.FORMATS]
     if unknown or not formats:
         raise InputError(f"unknown format {', '.join(unknown) or '(none)'} "
                          f"(choose from {', '.join(artifacts.FORMATS)})")
+    if task not in (None, "embedding"):
+        raise InputError(f"--task {task}: only 'embedding' (a RUN_DIR's task comes from its "
+                         "config)")
     target = resolve_version_dir(out, version)
     thresholds = thresholds or GateThresholds()
-    cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
-    names = json.loads((run_dir / "labels.json").read_text())
-    model = load_run_model(run_dir)
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
-    vocab = read_vocab(run_dir / "tokenizer" / "vocab.txt")
-    lowercase = is_lowercase(tokenizer)
-    data = gate_data(cfg.task, names, tokenizer, eval_data, max_eval)
+    work = Path(tempfile.mkdtemp(prefix="tfllm-export-"))
+    try:
+        src = (_embedder_source(Path(run_dir), work, eval_data, max_eval) if task == "embedding"
+               else _run_source(Path(run_dir), eval_data, max_eval))
+        report = _export(src, target, formats, thresholds, calibration_data, ort_fusion,
+                         read_vocab(src.tokenizer_dir / "vocab.txt"),
+                         is_lowercase(src.tokenizer), quiet)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not quiet:
+        print(f"export -> {target}: {'passed' if report['passed'] else 'FAILED'}")
+    return report
+
+
+def _export(src: Source, target: Path, formats: list[str], thresholds: GateThresholds,
+            calibration_data: str | None, ort_fusion: bool, vocab: list[str], lowercase: bool,
+            quiet: bool) -> dict:
+    """Every format written, run with its own runtime and gated, in a temporary folder that
+    becomes `target` once complete (`model_config.json` written last)."""
+    model, data, output = src.model, src.data, src.output
     calibration: list[dict] = []
     if CALIBRATED & set(formats):
-        source = calibration_data or cfg.task.train
-        if not source:
-            raise InputError("no calibration data: pass --calibration-data FILE (real task "
-                             "text for onnx-int8-static / tflite-int8)")
-        calib = gate_data(cfg.task, names, tokenizer, str(source), CALIBRATION_EXAMPLES)
+        calib = src.calibration(calibration_data)
         calibration = [calib.features(slice(i, i + 1), False) for i in range(len(calib.texts))]
     texts, pairs, chunks = data.texts, data.pairs, list(batches(len(data.texts), 32))
 
-    def keras_logits(batch: dict) -> np.ndarray:
+    def keras_outputs(batch: dict) -> np.ndarray:
         return np.asarray(model({"token_ids": batch["input_ids"],
                                  "padding_mask": batch["attention_mask"],
                                  "segment_ids": batch["token_type_ids"]}, training=False))
@@ -217,14 +331,13 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
         out = run(texts[sl], pairs[sl] if pairs else None) if raw_text else run(data.features(sl))
         return data.pick(out, sl)
 
-    reference = np.concatenate([scored(keras_logits, sl) for sl in chunks])
-    reference_metric = data.metric(data.decode(reference))
+    reference = np.concatenate([scored(keras_outputs, sl) for sl in chunks])
     b1, b32 = data.features(slice(0, 1), True), data.features(slice(0, 32), True)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     report = {"reference": {"format": "keras", "metric": data.metric_name,
-                            "value": reference_metric, "eval_data": data.source,
+                            "value": data.score(reference), "eval_data": data.source,
                             "examples": len(texts)},
               "thresholds": asdict(thresholds), "artifacts": []}
     try:
@@ -235,7 +348,7 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
             """The fp32 graph every ONNX format starts from (kept out of the repo)."""
             if False not in sources:
                 sources[False] = tmp / ".fp32.onnx"
-                artifacts.export_onnx(model, sources[False])
+                artifacts.export_onnx(model, sources[False], output=output)
             if fused and True not in sources:
                 sources[True] = tmp / ".fused.onnx"
                 fused_ops.update(ort_transformer_fusion(sources[False], sources[True],
@@ -252,27 +365,26 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
             elif fmt == "onnx-int8-static":
                 artifacts.quantize_onnx_int8_static(onnx_source(fused), path, calibration)
             else:
-                artifacts.export_tflite(model, path, fmt.partition("-")[2] or "fp32", calibration)
+                artifacts.export_tflite(model, path, fmt.partition("-")[2] or "fp32", calibration,
+                                        output=output)
 
         def gated(fmt: str, path: Path) -> dict:
-            run = (onnx_runner if fmt.startswith("onnx") else tflite_runner)(path)
-            logits = np.concatenate([scored(run, sl) for sl in chunks])
-            return {**compare(fmt, logits, reference, data.labels, thresholds, data.metric,
-                              data.decode),
+            run = (onnx_runner if fmt.startswith("onnx") else tflite_runner)(path, output)
+            outputs = np.concatenate([scored(run, sl) for sl in chunks])
+            return {**data.compare(fmt, outputs, reference, thresholds),
                     "latency_ms": latency_ms(run, (b1,), (b32,)),
                     "size_bytes": path.stat().st_size}
 
         for fmt in tqdm(formats, desc="export", unit="artifact", disable=quiet):
             if fmt == "savedmodel":
-                artifacts.export_savedmodel(model, tmp, vocab, cfg.task.max_len, lowercase,
-                                            pairs is not None, cfg.task.truncation)
-                run = savedmodel_runner(tmp)
-                logits = np.concatenate([scored(run, sl, raw_text=True) for sl in chunks])
+                artifacts.export_savedmodel(model, tmp, vocab, src.max_len, lowercase,
+                                            pairs is not None, src.truncation, output)
+                run = savedmodel_runner(tmp, output)
+                outputs = np.concatenate([scored(run, sl, raw_text=True) for sl in chunks])
                 entry = {"format": fmt, "path": artifacts.FILE_NAMES[fmt], "size_bytes": sum(
                     p.stat().st_size for p in [tmp / "saved_model.pb",
                                                *(tmp / "variables").glob("*")])}
-                entry.update(compare(fmt, logits, reference, data.labels, thresholds,
-                                     data.metric, data.decode))
+                entry.update(data.compare(fmt, outputs, reference, thresholds))
                 entry["latency_ms"] = latency_ms(run, ([texts[0]], [pairs[0]] if pairs else None),
                                                  (texts[:32], pairs[:32] if pairs else None))
             else:
@@ -283,41 +395,37 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
                 _remove_artifact(tmp, fmt)
             report["artifacts"].append(entry)
             if not quiet:
-                lat = entry["latency_ms"]
-                state = "passed" if entry["passed"] else f"FAILED {entry['failed_checks']}"
-                fusion = ("  fused" if entry.get("ort_fusion", {}).get("kept") else "")
-                tqdm.write(f"{fmt:16s} {entry['size_bytes'] / 1e6:8.1f} MB  max|dlogit| "
-                           f"{entry['max_abs_logit_diff']:.2e}  agreement "
-                           f"{entry['label_agreement']:.4f}  {data.metric_name} "
-                           f"{entry['metric_value']:.4f}"
-                           f"  b1 {lat['b1']} ms{fusion}  {state}")
+                tqdm.write(_summary(entry, data.metric_name))
         for source in sources.values():
             source.unlink(missing_ok=True)
         report["passed"] = all(a["passed"] for a in report["artifacts"])
         for name in ("tokenizer.json", "vocab.txt"):
-            shutil.copy(run_dir / "tokenizer" / name, tmp / name)
-        (tmp / "labels.json").write_text(json.dumps(names) + "\n")
+            shutil.copy(src.tokenizer_dir / name, tmp / name)
+        if src.labels is not None:
+            (tmp / "labels.json").write_text(json.dumps(src.labels) + "\n")
         (tmp / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
         passing = {a["format"]: a["path"] for a in report["artifacts"] if a["passed"]}
         (tmp / "model_config.json").write_text(json.dumps({
-            "task": cfg.task.type, "inputs": list(artifacts.ONNX_INPUTS),
-            "outputs": ["logits"], "max_len": cfg.task.max_len, "lowercase": lowercase,
-            "text_pair": pairs is not None, **_encoding(cfg.task), "artifacts": passing},
-            indent=2) + "\n")
+            **src.config, "inputs": list(artifacts.ONNX_INPUTS), "outputs": [output],
+            "max_len": src.max_len, "lowercase": lowercase, "text_pair": pairs is not None,
+            "artifacts": passing}, indent=2) + "\n")
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if not quiet:
-        print(f"export -> {target}: {'passed' if report['passed'] else 'FAILED'}")
     return report
 
 
-def _encoding(task) -> dict:
-    """How the run encoded text and decoded tags, for the server to do the same."""
-    if task.type == "token_classification":
-        return {"decoding": task.decoding}
-    return {"truncation": task.truncation}
+def _summary(entry: dict, metric_name: str) -> str:
+    """One progress line per artifact."""
+    closeness = (f"max|dlogit| {entry['max_abs_logit_diff']:.2e}  agreement "
+                 f"{entry['label_agreement']:.4f}" if "label_agreement" in entry else
+                 f"max|diff| {entry['max_abs_diff']:.2e}  cosine {entry['mean_cosine']:.6f}")
+    state = "passed" if entry["passed"] else f"FAILED {entry['failed_checks']}"
+    fusion = "  fused" if entry.get("ort_fusion", {}).get("kept") else ""
+    return (f"{entry['format']:16s} {entry['size_bytes'] / 1e6:8.1f} MB  {closeness}  "
+            f"{metric_name} {entry['metric_value']:.4f}  b1 {entry['latency_ms']['b1']} ms"
+            f"{fusion}  {state}")
 
 
 def _attention_shape(model) -> tuple[int, int]:

@@ -28,7 +28,7 @@ from google.protobuf import json_format
 
 from .config import ServerConfig
 from .errors import DeadlineExceeded, InvalidInput, ServingError, Unauthenticated
-from .inputs import OUTPUT_NAMES, encode_named
+from .inputs import encode_named
 from .manager import ModelManager, Servable
 from .protos import tf_framework_pb2 as fw
 from .protos import tf_serving_apis_pb2 as apis
@@ -139,10 +139,11 @@ class PredictionService(apis_grpc.PredictionServiceServicer, _Handler):
         if signature not in ("", "serving_default", "token_ids"):
             raise InvalidInput(f'Serving signature name: "{signature}" not found in '
                                "signature def")
-        unknown = set(request.output_filter) - set(OUTPUT_NAMES)
+        names = servable.runtime.output_names
+        unknown = set(request.output_filter) - set(names)
         if unknown:
             raise InvalidInput(f"output_filter: unknown outputs {sorted(unknown)}; "
-                               f"available {list(OUTPUT_NAMES)}")
+                               f"available {list(names)}")
         named = {k: tensor_to_value(v, k) for k, v in request.inputs.items()}
         parsed = encode_named(servable.runtime, named, self.config.limits.max_instances)
         timeout = self.config.limits.request_timeout_seconds
@@ -159,8 +160,8 @@ class PredictionService(apis_grpc.PredictionServiceServicer, _Handler):
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = signature or "serving_default"
-        wanted = list(request.output_filter) or list(OUTPUT_NAMES)
-        arrays = {"logits": out.logits, "probabilities": out.probabilities}
+        wanted = list(request.output_filter) or list(names)
+        arrays = out.arrays()
         for name in wanted:
             response.outputs[name].CopyFrom(array_to_tensor(arrays[name]))
         return response, str(servable.version)

@@ -22,7 +22,6 @@ from .runtime import ID_INPUTS, SIGNATURE_NAMES, BatchOutput, EncodedBatch, Mode
 from .tagging import decode_tags, entities
 
 TEXT_INPUTS = ("text", "text_pair")
-OUTPUT_NAMES = ("logits", "probabilities")
 
 
 @dataclass
@@ -251,9 +250,8 @@ def format_predictions(
     preds = []
     for i in range(batch.size):
         n = parsed.lengths[i]
-        logits = out.logits[i, :n] if token_level else out.logits[i]
-        probs = out.probabilities[i, :n] if token_level else out.probabilities[i]
-        pred: dict[str, Any] = {"logits": logits.tolist(), "probabilities": probs.tolist()}
+        pred: dict[str, Any] = {name: (value[i, :n] if token_level else value[i]).tolist()
+                                for name, value in out.arrays().items()}
         if tags is not None:
             pred["words"], pred["word_labels"] = batch.words[i], tags[i]
             pred["entities"] = entities(tags[i], batch.words[i])
@@ -263,7 +261,7 @@ def format_predictions(
 
 def format_outputs(out: BatchOutput) -> dict[str, Any]:
     """Columnar format: each output as one batched tensor."""
-    return {"logits": out.logits.tolist(), "probabilities": out.probabilities.tolist()}
+    return {name: value.tolist() for name, value in out.arrays().items()}
 
 
 def format_classify(out: BatchOutput, runtime: ModelRuntime) -> list[list[list[Any]]]:

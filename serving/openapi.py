@@ -167,7 +167,8 @@ def openapi_spec() -> dict[str, Any]:
             "properties": {
                 "predictions": {"type": "array", "items": {"type": "object"}},
                 "outputs": {"type": "object", "properties": {
-                    "logits": {"type": "array"}, "probabilities": {"type": "array"}}},
+                    "logits": {"type": "array"}, "probabilities": {"type": "array"},
+                    "embedding": {"type": "array"}}},
             },
         },
         "Classify": {

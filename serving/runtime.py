@@ -29,7 +29,7 @@ from .wordpiece import TRUNCATIONS, encode_batch, encode_words
 
 log = logging.getLogger(__name__)
 
-TASKS = ("classification", "token_classification")
+TASKS = ("classification", "token_classification", "embedding")
 ID_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _ORT_TO_NUMPY = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _NUMPY_TO_DT = {np.dtype(np.int64): "DT_INT64", np.dtype(np.int32): "DT_INT32"}
@@ -75,10 +75,28 @@ class EncodedBatch:
 
 @dataclass
 class BatchOutput:
-    """Model outputs for the rows of one :class:`EncodedBatch`."""
+    """Model outputs for the rows of one :class:`EncodedBatch`: a classifier's or tagger's
+    ``logits`` and ``probabilities``, or a sentence embedder's ``embedding``.
 
-    logits: np.ndarray
-    probabilities: np.ndarray
+    >>> out = BatchOutput(embedding=np.ones((2, 3), np.float32))
+    >>> sorted(out.arrays()), out.rows(slice(0, 1)).embedding.shape
+    (['embedding'], (1, 3))
+    """
+
+    logits: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    embedding: np.ndarray | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The outputs this model has, by name."""
+        named = (("logits", self.logits), ("probabilities", self.probabilities),
+                 ("embedding", self.embedding))
+        return {name: value for name, value in named if value is not None}
+
+    def rows(self, rows: slice, width: int | None = None) -> BatchOutput:
+        """The outputs of some rows (per-token outputs cut to `width` tokens)."""
+        return BatchOutput(**{name: value[rows, :width] if width else value[rows]
+                              for name, value in self.arrays().items()})
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -140,7 +158,9 @@ class ModelRuntime:
             if i.name in ID_INPUTS
         }
         names = [o.name for o in session.get_outputs()]
-        self.output_name = "logits" if "logits" in names else names[0]
+        wanted = "embedding" if self.task == "embedding" else "logits"
+        self.output_name = wanted if wanted in names else names[0]
+        self.embedding_dim = int(model_config.get("embedding_dim", 0))
 
     @classmethod
     def load(
@@ -176,7 +196,8 @@ class ModelRuntime:
         model_path = vdir / artifacts[artifact]
         if model_path.suffix != ".onnx":
             raise ValueError(f"{vdir}: artifact {artifact!r} is {model_path.name}, not ONNX")
-        labels = json.loads((vdir / "labels.json").read_text(encoding="utf-8"))
+        labels = ([] if task == "embedding"
+                  else json.loads((vdir / "labels.json").read_text(encoding="utf-8")))
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise ValueError(f"{vdir}: labels.json must be a JSON list of strings")
         tokenizer = Tokenizer.from_file(str(vdir / "tokenizer.json"))
@@ -263,9 +284,16 @@ class ModelRuntime:
             name: getattr(batch, name).astype(dtype, copy=False)
             for name, dtype in self.input_dtypes.items()
         }
-        (logits,) = self.session.run([self.output_name], feed)
-        logits = np.asarray(logits, dtype=np.float32)
-        return BatchOutput(logits, softmax(logits))
+        (values,) = self.session.run([self.output_name], feed)
+        values = np.asarray(values, dtype=np.float32)
+        if self.task == "embedding":
+            return BatchOutput(embedding=values)
+        return BatchOutput(values, softmax(values))
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """What a predict request may ask for (TF Serving's output names)."""
+        return ("embedding",) if self.task == "embedding" else ("logits", "probabilities")
 
     def run_many(self, batches: Sequence[EncodedBatch]) -> list[BatchOutput]:
         """Merge requests into one padded batch, run once, and split the outputs back."""
@@ -287,14 +315,9 @@ class ModelRuntime:
         out = self.run(merged)
         results, row = [], 0
         for b in batches:
-            rows = slice(row, row + b.size)
-            if self.task == "token_classification":
-                # Per-token outputs go back at the request's own width.
-                results.append(
-                    BatchOutput(out.logits[rows, : b.width], out.probabilities[rows, : b.width])
-                )
-            else:
-                results.append(BatchOutput(out.logits[rows], out.probabilities[rows]))
+            # Per-token outputs go back at the request's own width.
+            width = b.width if self.task == "token_classification" else None
+            results.append(out.rows(slice(row, row + b.size), width))
             row += b.size
         return results
 
@@ -322,17 +345,17 @@ class ModelRuntime:
         if missing:
             raise ValueError(f"ONNX model lacks inputs {sorted(missing)}")
         batch = self.sanity_input(1)
-        out = self.run(batch)
-        want = (1, len(self.labels))
-        if self.task == "token_classification":
-            want = (1, batch.width, len(self.labels))
-        if out.logits.shape != want:
+        (name, values), *_ = self.run(batch).arrays().items()
+        want = {"classification": (1, len(self.labels)),
+                "token_classification": (1, batch.width, len(self.labels)),
+                "embedding": (1, self.embedding_dim or values.shape[-1])}[self.task]
+        if values.shape != want:
             raise ValueError(
-                f"sanity input gave logits of shape {out.logits.shape}, expected {want} "
+                f"sanity input gave {name} of shape {values.shape}, expected {want} "
                 f"(task {self.task}, {len(self.labels)} labels)"
             )
-        if not np.isfinite(out.logits).all():
-            raise ValueError("sanity input gave non-finite logits")
+        if not np.isfinite(values).all():
+            raise ValueError(f"sanity input gave non-finite {name}")
         if warmup:
             # The first run at a new shape is slow (allocation, kernel selection).
             self.run(self.warmup_input(max(1, max_batch_size)))
@@ -353,11 +376,9 @@ class ModelRuntime:
             }
 
         n = len(self.labels)
-        out_dims = [-1, n] if self.task == "classification" else [-1, -1, n]
-        outputs = {
-            "logits": info("logits", "DT_FLOAT", out_dims),
-            "probabilities": info("probabilities", "DT_FLOAT", out_dims),
-        }
+        out_dims = {"classification": [-1, n], "token_classification": [-1, -1, n],
+                    "embedding": [-1, self.embedding_dim or -1]}[self.task]
+        outputs = {name: info(name, "DT_FLOAT", out_dims) for name in self.output_names}
         text_inputs = {"text": info("text", "DT_STRING", [-1])}
         if self.text_pair:
             text_inputs["text_pair"] = info("text_pair", "DT_STRING", [-1])

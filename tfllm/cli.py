@@ -125,7 +125,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     report = export_run(args.model, args.out, formats, args.eval_data, args.version,
-                        calibration_data=args.calibration_data, ort_fusion=args.ort_fusion)
+                        calibration_data=args.calibration_data, ort_fusion=args.ort_fusion,
+                        task=args.task)
     return 0 if report["passed"] else 1
 
 
@@ -255,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="sentence embeddings (mean pooling, L2-normalised) -> .npy")
     p.add_argument("--model", required=True,
-                   help="INIT (Hugging Face BERT folder, keras-hub preset) or a RUN_DIR")
+                   help="INIT (Hugging Face BERT folder, keras-hub preset), a RUN_DIR, or an "
+                        "exported embedder REPO/NAME[/VERSION] (onnxruntime, no TensorFlow)")
     p.add_argument("--input", required=True, help="csv, tsv, jsonl or text file, one text a row")
     p.add_argument("--text-column", help="column name or index (default: a text-like column)")
     p.add_argument("--format", choices=("csv", "tsv", "jsonl", "text"),
@@ -266,7 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("export", help="SavedModel / ONNX / TFLite artifacts with a parity gate")
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a fine-tuned RUN_DIR")
+    p.add_argument("--model", required=True, metavar="RUN_DIR",
+                   help="a fine-tuned RUN_DIR (with --task embedding: an INIT or a RUN_DIR)")
+    p.add_argument("--task", choices=("embedding",),
+                   help="export a sentence embedder (mean pooling, L2-normalised) on --model's "
+                        "backbone; --eval-data is then scored pairs in the STS-B format")
     p.add_argument("--out", required=True, metavar="REPO/NAME/VERSION",
                    help="TF Serving layout; with --version auto, REPO/NAME")
     p.add_argument("--formats", default="savedmodel,onnx,onnx-int8,tflite,tflite-dynamic",

@@ -135,13 +135,13 @@ def test_a_perturbed_artifact_fails_the_gate_with_exit_1_and_is_not_left_in_the_
         tmp_path, run_dir, monkeypatch):
     real_export = artifacts.export_onnx
 
-    def broken_export(model, path, opset=17):
+    def broken_export(model, path, opset=17, output="logits"):
         saved = [w.numpy() for w in model.weights]
         rng = np.random.default_rng(0)
         for w in model.weights:
             if w.dtype == "float32":
                 w.assign(w.numpy() + rng.normal(0, 0.05, w.shape).astype("float32"))
-        real_export(model, path, opset)
+        real_export(model, path, opset, output)
         for w, value in zip(model.weights, saved, strict=True):
             w.assign(value)
 

@@ -2,9 +2,10 @@
 
 Read top to bottom: read the texts (strictly: a bad row or an empty text names its file and
 line) -> the embedder: `--model`'s backbone (an INIT as for finetune, or a RUN_DIR) with mean
-pooling -> ids from the one encoder (`tfllm_serving.wordpiece`), shortest rows first so that
-each batch pads only to its own longest row -> the rows back in input order -> `FILE.npy`
-written under a temporary name and renamed when complete.
+pooling in Keras, or an exported embedder `REPO/NAME[/VERSION]` on onnxruntime (no
+TensorFlow) -> ids from the one encoder (`tfllm_serving.wordpiece`), shortest rows first so
+that each batch pads only to its own longest row -> the rows back in input order ->
+`FILE.npy` written under a temporary name and renamed when complete.
 
 Example:
 
@@ -28,9 +29,10 @@ from tfllm.errors import InputError
 DEFAULT_MAX_LEN = 128
 
 
-def load_embedder(model: str) -> tuple[Any, Any, int]:
+def load_embedder(model: str, work_dir: Path | None = None) -> tuple[Any, Any, int]:
     """(Keras embedder, tokenizer, default max_len) for an INIT folder or a RUN_DIR; the
-    max_len is the checkpoint's own (`sentence_bert_config.json`, a run's `task.max_len`)."""
+    max_len is the checkpoint's own (`sentence_bert_config.json`, a run's `task.max_len`).
+    The tokenizer files are copied to `work_dir/tokenizer` when one is given."""
     import yaml
     from tfllm_serving.wordpiece import load_tokenizer
 
@@ -47,8 +49,8 @@ def load_embedder(model: str) -> tuple[Any, Any, int]:
     elif (folder / "config.yaml").is_file():
         max_len = yaml.safe_load((folder / "config.yaml").read_text()).get(
             "task", {}).get("max_len", max_len)
-    with tempfile.TemporaryDirectory() as work:
-        checkpoint = load_checkpoint(model, Path(work))
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoint = load_checkpoint(model, Path(work_dir or scratch))
         tokenizer = load_tokenizer(checkpoint.tokenizer_dir)
     backbone = checkpoint.backbone
     return build_embedder(backbone), tokenizer, min(max_len, backbone.max_sequence_length)
@@ -74,6 +76,35 @@ def embed_texts(embedder: Any, tokenizer: Any, texts: list[str], max_len: int,
     return out
 
 
+def exported_version(model: str) -> Path | None:
+    """The version folder `model` names (`REPO/NAME/VERSION`, or `REPO/NAME`: its highest
+    complete version), or None when `model` is not an export."""
+    folder = Path(model)
+    if (folder / "model_config.json").is_file():
+        return folder
+    versions = [p for p in folder.iterdir() if p.name.isdigit()
+                and (p / "model_config.json").is_file()] if folder.is_dir() else []
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+def embed_with_onnx(version: Path, texts: list[str], max_len: int | None, batch_size: int,
+                    progress: bool = False) -> np.ndarray:
+    """The exported embedder on onnxruntime, the server's own runtime and encoder."""
+    from tfllm_serving.runtime import ModelRuntime
+
+    runtime = ModelRuntime.load(version, max_sequence_length=max_len or 0)
+    if runtime.task != "embedding":
+        raise InputError(f"--model {version}: a {runtime.task} model, not a sentence embedder "
+                         "(export one with --task embedding)")
+    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together
+    out = np.zeros((len(texts), runtime.embedding_dim), dtype=np.float32)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="embed", unit="batch", disable=not progress):
+        rows = order[start:start + batch_size]
+        out[rows] = runtime.run(runtime.encode_texts([texts[i] for i in rows])).embedding
+    return out
+
+
 def embed_file(model: str, input_path: str | Path, out: str | Path,
                text_column: str | None = None, batch_size: int = 64,
                max_len: int | None = None, quiet: bool = False,
@@ -88,14 +119,17 @@ def embed_file(model: str, input_path: str | Path, out: str | Path,
     if batch_size < 1 or (max_len is not None and max_len < 4):
         raise InputError("--batch-size must be >= 1 and --max-len >= 4")
     texts = read_texts(input_path, text_column, fmt)
-    embedder, tokenizer, default_len = load_embedder(model)
-    rows = embed_texts(embedder, tokenizer, texts, max_len or default_len, batch_size,
-                       progress=not quiet)
+    version = exported_version(model)
+    if version is not None:
+        rows = embed_with_onnx(version, texts, max_len, batch_size, progress=not quiet)
+    else:
+        embedder, tokenizer, default_len = load_embedder(model)
+        max_len = max_len or default_len
+        rows = embed_texts(embedder, tokenizer, texts, max_len, batch_size, progress=not quiet)
     buffer = io.BytesIO()
     np.save(buffer, rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, buffer.getvalue())
     if not quiet:
-        print(f"embed -> {out}: {rows.shape[0]:,} rows x {rows.shape[1]} (max_len "
-              f"{max_len or default_len})")
+        print(f"embed -> {out}: {rows.shape[0]:,} rows x {rows.shape[1]}")
     return rows
