@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from tfllm_export import artifacts
 from tfllm_export.gate import (
     GateThresholds,
@@ -294,6 +295,10 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
     if task not in (None, "embedding"):
         raise InputError(f"--task {task}: only 'embedding' (a RUN_DIR's task comes from its "
                          "config)")
+    config = Path(run_dir) / "config.yaml"
+    if task is None and config.is_file() and (yaml.safe_load(config.read_text()) or {}).get(
+            "task", {}).get("type") == "embedding":
+        task = "embedding"  # a sentence-embedding run exports as one
     target = resolve_version_dir(out, version)
     thresholds = thresholds or GateThresholds()
     work = Path(tempfile.mkdtemp(prefix="tfllm-export-"))

@@ -55,6 +55,66 @@ def read_stsb(path: str | Path) -> ScoredPairs:
     return ScoredPairs(first, second, np.array(scores))
 
 
+def read_pairs(path: str | Path, fmt: str | None = None, first_column: str | None = None,
+               second_column: str | None = None, score_column: str | None = None
+               ) -> ScoredPairs:
+    """Sentence pairs from an STS Benchmark file (`fmt="stsb"`, or recognised by its layout
+    whatever `fmt` says: headerless, tab-separated, a score in the fifth field) or a
+    CSV/TSV/JSONL file with two text columns and, optionally, a score column (without one
+    every score is 0: pairs for the in-batch-negatives loss). A bad row or an empty text
+    names its file and line."""
+    import json
+
+    from tfllm.data.readers import ReadReport, detect_format, read_delimited_rows, resolve_column
+    from tfllm.data.tasks import expand_path
+
+    path = Path(expand_path(str(path)))
+    if fmt == "stsb" or _looks_like_stsb(path):
+        return read_stsb(path)
+    kind = fmt or detect_format(path)
+    columns = (first_column or "text", second_column or "text_pair", score_column)
+    rows: list[tuple[int, list]] = []
+    if kind == "jsonl":
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                obj = json.loads(line)
+                rows.append((number, [obj[c] if c else 0 for c in columns]))
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise InputError(f"{path}:{number}: not a JSON object with {columns} "
+                                 f"({err})") from None
+    elif kind in ("csv", "tsv"):
+        names, found = read_delimited_rows(path, ReadReport(strict=True),
+                                           "\t" if kind == "tsv" else ",")
+        index = [resolve_column(c, names, path) if c else None for c in columns]
+        rows = [(n, [row[i] if i is not None else 0 for i in index]) for n, row in found]
+    else:
+        raise InputError(f"{path}: pairs must come from stsb, csv, tsv or jsonl, not {kind}")
+    first, second, scores = [], [], []
+    for number, (a, b, score) in rows:
+        if not str(a).strip() or not str(b).strip():
+            raise InputError(f"{path}:{number}: empty text")
+        try:
+            scores.append(float(score))
+        except ValueError:
+            raise InputError(f"{path}:{number}: score {score!r} is not a number") from None
+        first.append(str(a))
+        second.append(str(b))
+    if not first:
+        raise InputError(f"{path}: no pairs")
+    return ScoredPairs(first, second, np.array(scores))
+
+
+def _looks_like_stsb(path: Path) -> bool:
+    from tfllm.data.readers import check_readable
+
+    with check_readable(path).open(encoding="utf-8", errors="replace") as f:
+        fields = f.readline().rstrip("\n").split("\t")
+    try:
+        return len(fields) >= 7 and 0.0 <= float(fields[4]) <= 5.0
+    except ValueError:
+        return False
+
+
 def correlations(first: np.ndarray, second: np.ndarray, gold: np.ndarray) -> dict[str, float]:
     """Spearman and Pearson x 100 of the rows' cosine similarities against `gold`."""
     from scipy.stats import pearsonr, spearmanr

@@ -56,7 +56,7 @@ from tfllm.models.run_dir import save_run_dir
 from tfllm.models.tagger import build_token_classifier
 from tfllm.training.optimizer import OptimizerConfig, build_optimizer
 
-TASKS = ("classification", "token_classification")
+TASKS = ("classification", "token_classification", "embedding")
 METHODS = ("full", "freeze", "lora")
 
 
@@ -64,11 +64,11 @@ METHODS = ("full", "freeze", "lora")
 class TaskConfig:
     """Which files, which columns."""
 
-    type: str = "classification"  # or token_classification (CoNLL files)
+    type: str = "classification"  # or token_classification (CoNLL files), or embedding (pairs)
     train: str = ""
     eval: str | None = None
     test: str | None = None
-    format: str | None = None  # csv | tsv | jsonl | conll; None = from the extension
+    format: str | None = None  # csv | tsv | jsonl | conll | stsb; None = from the extension
     text_column: str | None = None  # name or index; None = a text-like column
     text_pair_column: str | None = None
     label_column: str | None = "label"
@@ -80,6 +80,8 @@ class TaskConfig:
     truncation: str = "head"  # or head_tail (long single texts)
     tag_column: int = -1  # CoNLL column holding the tag
     decoding: str = "bio"  # NER: "bio" (no entity opens with I-X; Viterbi) or "argmax" (IOB1 tags)
+    loss: str = "cosent"  # embedding: cosent | cosine (scored pairs) | mnrl (positive pairs)
+    score_max: float = 5.0  # embedding, cosine loss: gold scores are divided by it
 
 
 @dataclass
@@ -186,7 +188,7 @@ def build_classifier(backbone, num_classes: int, dropout: float):
                                                preprocessor=None, dropout=dropout)
 
 
-def _apply_method(method: MethodConfig, backbone) -> None:
+def apply_method(method: MethodConfig, backbone) -> None:
     if method.name not in METHODS:
         raise InputError(f"method.name must be one of {', '.join(METHODS)}, not {method.name!r}")
     if method.name == "freeze":
@@ -235,6 +237,10 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     task, method = cfg.task, cfg.method
     if task.type not in TASKS:
         raise InputError(f"task.type must be one of {', '.join(TASKS)}, not {task.type!r}")
+    if task.type == "embedding":
+        from tfllm.embeddings.train import finetune_embedder
+
+        return finetune_embedder(cfg, init, out, quiet)
     tagging = task.type == "token_classification"
     if tagging and (cfg.train.class_weights or cfg.train.label_smoothing):
         raise InputError("train.class_weights and train.label_smoothing are for classification")
@@ -277,7 +283,7 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
         model = build_token_classifier(backbone, len(names), cfg.model.dropout)
     else:
         model = build_classifier(backbone, len(names), cfg.model.dropout)
-    _apply_method(method, backbone)
+    apply_method(method, backbone)
 
     # 3. Features and losses.
     def encode(examples: list) -> tuple[dict, np.ndarray]:
