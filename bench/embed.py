@@ -25,7 +25,7 @@ from report import REPO, markdown_table, write_results  # noqa: E402
 from tfllm_export.stage import export_run  # noqa: E402
 
 from tfllm.data.locations import data_root  # noqa: E402
-from tfllm.embeddings.embed import embed_texts, embed_with_onnx, load_embedder  # noqa: E402
+from tfllm.embeddings.embed import TextEmbedder  # noqa: E402
 from tfllm.embeddings.similarity import correlations, read_stsb  # noqa: E402
 from tfllm.models.checkpoints import minilm_dir  # noqa: E402
 
@@ -70,13 +70,9 @@ def main() -> None:
                         eval_data=str(data_root() / "stsb" / "sts-dev.csv"), task="embedding",
                         quiet=True)
     version = work / "repo" / "minilm" / "1"
-    model, tokenizer, _ = load_embedder(str(checkpoint))
-    runs = {
-        "tfllm embed, Keras (TensorFlow)": lambda t: embed_texts(model, tokenizer, t, args.max_len,
-                                                                 args.batch_size),
-        "tfllm embed, ONNX fp32 (onnxruntime)": lambda t: embed_with_onnx(
-            version, t, args.max_len, args.batch_size),
-    }
+    # Each embedder is loaded before its timed calls, as the server and `tfllm embed` hold one
+    embedders = {"tfllm embed, Keras (TensorFlow)": TextEmbedder(str(checkpoint), args.max_len),
+                 "tfllm embed, ONNX fp32 (onnxruntime)": TextEmbedder(str(version), args.max_len)}
     results = [{"method": f"sentence-transformers {st_info['sentence_transformers']} (PyTorch "
                           f"{st_info['torch']}, CPU, {st_info['threads']} threads)",
                 "sentences_per_second": st_info["sentences_per_second"],
@@ -84,11 +80,10 @@ def main() -> None:
                                pairs.scores), "min_cosine_to_st": 1.0, "mean_cosine_to_st": 1.0}]
     int8_passed = any(a["format"] == "onnx-int8" and a["passed"] for a in report["artifacts"])
     if int8_passed:
-        runs["tfllm embed, ONNX int8 (onnxruntime, dynamic quantization)"] = (
-            lambda t: embed_with_onnx(version, t, args.max_len, args.batch_size,
-                                      artifact="onnx-int8"))
-    for name, run in runs.items():
-        rows, rate = best_rate(run, texts, args.repeats)
+        embedders["tfllm embed, ONNX int8 (onnxruntime, dynamic quantization)"] = TextEmbedder(
+            str(version), args.max_len, artifact="onnx-int8")
+    for name, embedder in embedders.items():
+        rows, rate = best_rate(lambda t, e=embedder: e(t, args.batch_size), texts, args.repeats)
         cosine = (rows * reference).sum(1)
         results.append({"method": name, "sentences_per_second": rate,
                         **correlations(rows[:len(pairs.first)], rows[len(pairs.first):],

@@ -40,6 +40,33 @@ def minilm_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+@pytest.fixture(scope="session")
+def tiny_embedder(tmp_path_factory, data_dir) -> dict[str, Path]:
+    """A random 1-layer keras-hub preset with a WordPiece vocab trained on WikiText-2, and its
+    sentence embedder exported to ONNX (`repo/emb/1`, gated on 200 STS-B dev pairs)."""
+    from tfllm_serving.wordpiece import read_vocab
+
+    from tfllm.cli import main
+    from tfllm.models.backbone import BackboneConfig, build_backbone
+    from tfllm.models.presets import keras_hub_tokenizer
+
+    root = tmp_path_factory.mktemp("embedder")
+    assert main(["vocab", "--corpus", str(data_dir / "wikitext2" / "wiki.valid.tokens"),
+                 "--vocab-size", "2000", "--out", str(root / "vocab")]) == 0
+    vocab = read_vocab(root / "vocab" / "vocab.txt")
+    preset = root / "preset"
+    build_backbone(BackboneConfig(num_layers=1, hidden_dim=32, num_heads=2, intermediate_dim=64,
+                                  max_sequence_length=64), len(vocab)).save_to_preset(str(preset))
+    keras_hub_tokenizer(vocab, lowercase=True).save_to_preset(str(preset))
+    pairs = root / "sts-dev-200.csv"
+    pairs.write_text("".join((data_dir / "stsb" / "sts-dev.csv").read_text(
+        encoding="utf-8").splitlines(keepends=True)[:200]), encoding="utf-8")
+    repo = root / "repo"
+    assert main(["export", "--model", str(preset), "--task", "embedding", "--out",
+                 str(repo / "emb" / "1"), "--formats", "onnx", "--eval-data", str(pairs)]) == 0
+    return {"preset": preset, "repo": repo, "root": root}
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """How many docstring examples ran (tests/test_docstring_examples.py records them)."""
     counts = [value for reports in terminalreporter.stats.values() for report in reports

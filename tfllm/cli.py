@@ -120,6 +120,52 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(args: argparse.Namespace) -> int:
+    from tfllm.embeddings.index import IndexConfig, build_index
+
+    cfg = IndexConfig(args.model, args.artifact, "hnsw" if args.approximate else "exact",
+                      max_len=args.max_len, batch_size=args.batch_size)
+    build_index(args.input, args.out, cfg, args.id_column, args.text_column, args.format)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import json
+
+    from tfllm.embeddings.index import SearchIndex, build_app
+    from tfllm.errors import InputError
+
+    index = SearchIndex(args.index, args.model)
+    if args.serve:
+        import uvicorn
+
+        uvicorn.run(build_app(index), host=args.host, port=args.port, log_level="warning")
+        return 0
+    if not args.queries or args.k < 1:
+        raise InputError("give one or more QUERY texts and --k >= 1 (or --serve)")
+    for query, hits in zip(args.queries, index.search(args.queries, args.k), strict=True):
+        print(json.dumps({"query": query, "results": hits}, ensure_ascii=False))
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from tfllm.apps.recommend import build_app, load_recommender, recommend_report
+
+    if not args.serve or not (Path(args.report) / "recommend_report.json").is_file():
+        report = recommend_report(args.ratings, args.items, args.tags, args.model, args.report,
+                                  args.seed)
+        print(json.dumps({"hybrid": report["hybrid"], "methods": report["methods"]}))
+    if args.serve:
+        import uvicorn
+
+        app = build_app(load_recommender(args.ratings, args.items, args.report))
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from tfllm_export.stage import export_run
 
@@ -267,6 +313,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-len", type=int, help="default: the checkpoint's own")
     p.set_defaults(func=cmd_embed)
 
+    p = sub.add_parser("index", help="a faiss vector index of a document file (semantic search)")
+    p.add_argument("--model", required=True, help="as for embed: INIT, RUN_DIR or REPO/NAME[/V]")
+    p.add_argument("--input", required=True, help="documents: csv, tsv or jsonl")
+    p.add_argument("--id-column", help="column name or index (JSONL default: id)")
+    p.add_argument("--text-column", help="column name or index (JSONL default: text)")
+    p.add_argument("--format", choices=("csv", "tsv", "jsonl"), help="default: from the extension")
+    p.add_argument("--out", required=True, metavar="INDEX", help="index folder")
+    p.add_argument("--approximate", action="store_true",
+                   help="HNSW graph instead of the exact inner-product scan (large corpora)")
+    p.add_argument("--artifact", default="onnx", help="ONNX build of an export (e.g. onnx-int8)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-len", type=int, help="default: the checkpoint's own")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="nearest documents of an index for each query (JSON lines)")
+    p.add_argument("--index", required=True, metavar="INDEX")
+    p.add_argument("queries", nargs="*", metavar="QUERY")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--model", help="the index's model at another path (same weights only)")
+    p.add_argument("--serve", action="store_true", help="answer POST /search instead")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8700)
+    p.set_defaults(func=cmd_search)
+
     p = sub.add_parser("export", help="SavedModel / ONNX / TFLite artifacts with a parity gate")
     p.add_argument("--model", required=True, metavar="RUN_DIR",
                    help="a fine-tuned RUN_DIR (with --task embedding: an INIT or a RUN_DIR)")
@@ -313,6 +383,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-exit", type=float, default=0.0, metavar="SECONDS",
                    help="with --follow, stop after this long without input (0 = never)")
     p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("recommend", help="recommend items from ratings (popularity, item-kNN, "
+                       "content, hybrid), measured leave-last-out; or serve POST /recommend")
+    p.add_argument("--ratings", required=True, help="ratings.csv: userId,movieId,rating,timestamp")
+    p.add_argument("--items", required=True, help="movies.csv: movieId,title,genres")
+    p.add_argument("--tags", help="tags.csv: userId,movieId,tag,timestamp (item text)")
+    p.add_argument("--model", required=True, help="sentence embedder for the item text (INIT, "
+                   "RUN_DIR or REPO/NAME[/VERSION])")
+    p.add_argument("--report", required=True, metavar="DIR",
+                   help="recommend_report.json, recommend_report.png, item_embeddings.npy")
+    p.add_argument("--seed", type=int, default=0, help="the sampled-negatives seed")
+    p.add_argument("--serve", action="store_true",
+                   help="answer POST /recommend with the report's hybrid (made first if absent)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8800)
+    p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("route", help="route customer messages to queues by intent")
     _classifier_args(p)

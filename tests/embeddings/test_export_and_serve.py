@@ -1,6 +1,7 @@
 """A sentence embedder exported straight from an INIT (`tfllm export --task embedding`): the
 gate on STS-B pairs, `tfllm embed` on the ONNX artifact equal to Keras, and `tfllm-serve`
-answering `{"embedding": [...]}`. A tiny random keras-hub preset stands in for MiniLM."""
+answering `{"embedding": [...]}`. A tiny random keras-hub preset stands in for MiniLM
+(`tiny_embedder` in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,39 +9,13 @@ import json
 
 import httpx
 import numpy as np
-import pytest
 
 from tests.serving.conftest import launch_server
 from tfllm.cli import main
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, data_dir):
-
-    from tfllm_serving.wordpiece import read_vocab
-
-    from tfllm.models.backbone import BackboneConfig, build_backbone
-    from tfllm.models.presets import keras_hub_tokenizer
-
-    root = tmp_path_factory.mktemp("embedder")
-    assert main(["vocab", "--corpus", str(data_dir / "wikitext2" / "wiki.valid.tokens"),
-                 "--vocab-size", "2000", "--out", str(root / "vocab")]) == 0
-    vocab = read_vocab(root / "vocab" / "vocab.txt")
-    preset = root / "preset"
-    build_backbone(BackboneConfig(num_layers=1, hidden_dim=32, num_heads=2, intermediate_dim=64,
-                                  max_sequence_length=64), len(vocab)).save_to_preset(str(preset))
-    keras_hub_tokenizer(vocab, lowercase=True).save_to_preset(str(preset))
-    pairs = root / "sts-dev-200.csv"
-    pairs.write_text("".join((data_dir / "stsb" / "sts-dev.csv").read_text(
-        encoding="utf-8").splitlines(keepends=True)[:200]), encoding="utf-8")
-    repo = root / "repo"
-    assert main(["export", "--model", str(preset), "--task", "embedding", "--out",
-                 str(repo / "emb" / "1"), "--formats", "onnx", "--eval-data", str(pairs)]) == 0
-    return {"preset": preset, "repo": repo, "root": root}
-
-
-def test_the_gate_scores_spearman_and_cosines_and_the_version_says_embedding(exported):
-    version = exported["repo"] / "emb" / "1"
+def test_the_gate_scores_spearman_and_cosines_and_the_version_says_embedding(tiny_embedder):
+    version = tiny_embedder["repo"] / "emb" / "1"
     report = json.loads((version / "export_report.json").read_text())
     assert report["reference"]["metric"] == "spearman" and report["passed"]
     (onnx,) = report["artifacts"]
@@ -50,18 +25,18 @@ def test_the_gate_scores_spearman_and_cosines_and_the_version_says_embedding(exp
     assert config["embedding_dim"] == 32 and not (version / "labels.json").exists()
 
 
-def test_embed_on_the_onnx_export_equals_keras_and_the_server_answers_it(exported, tmp_path,
+def test_embed_on_the_onnx_export_equals_keras_and_the_server_answers_it(tiny_embedder, tmp_path,
                                                                         sst2_dev_sentences):
     texts = sst2_dev_sentences[:50]
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(texts) + "\n")
-    for name, model in (("keras", exported["preset"]), ("onnx", exported["repo"] / "emb")):
+    for name, model in (("keras", tiny_embedder["preset"]), ("onnx", tiny_embedder["repo"] / "emb")):
         assert main(["embed", "--model", str(model), "--input", str(source), "--max-len", "64",
                      "--out", str(tmp_path / f"{name}.npy")]) == 0
     keras_rows, onnx_rows = np.load(tmp_path / "keras.npy"), np.load(tmp_path / "onnx.npy")
     assert ((keras_rows * onnx_rows).sum(1) > 0.99999).all()
 
-    server = launch_server(exported["repo"], tmp=tmp_path)
+    server = launch_server(tiny_embedder["repo"], tmp=tmp_path)
     try:
         server.wait_ready()
         base = f"{server.base}/v1/models/emb"

@@ -199,22 +199,14 @@ def build_app(classifier, table: RouteTable, max_texts: int = 64, max_body: int 
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
+    from tfllm.apps.json_api import RequestError, parse_body, texts_from
+
     async def route(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > max_body:
-            return JSONResponse({"error": f"body over {max_body} bytes"}, status_code=413)
         try:
-            data = json.loads(body)
-        except json.JSONDecodeError as err:
-            return JSONResponse({"error": f"body is not JSON: {err.msg}"}, status_code=400)
-        texts = data.get("texts", [data["text"]] if "text" in data else None) \
-            if isinstance(data, dict) else None
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            return JSONResponse({"error": "give \"text\": str or \"texts\": [str, ...]"},
-                                status_code=400)
-        if len(texts) > max_texts:
-            return JSONResponse({"error": f"at most {max_texts} texts per request"},
-                                status_code=400)
+            texts = texts_from(parse_body(await request.body(), max_body), "texts", "text",
+                               max_texts)
+        except RequestError as err:
+            return JSONResponse({"error": err.message}, status_code=err.status)
         return JSONResponse({"routes": route_texts(classifier, table, texts)})
 
     async def healthz(request: Request) -> JSONResponse:

@@ -71,7 +71,7 @@ def check_readable(path: str | Path) -> Path:
     return path
 
 
-def _decoded_lines(path: Path, report: ReadReport) -> Iterator[tuple[int, str]]:
+def decoded_lines(path: Path, report: ReadReport) -> Iterator[tuple[int, str]]:
     """Yield (line number, text) for each line that is valid UTF-8; count the others."""
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -92,7 +92,7 @@ def read_text(path: str | Path, report: ReadReport, mode: str = "blocks") -> Ite
         raise InputError(f"text mode must be 'blocks' or 'lines', got {mode!r}")
     block: list[str] = []
     start = 0
-    for number, line in _decoded_lines(path, report):
+    for number, line in decoded_lines(path, report):
         if mode == "lines":
             if line.strip():
                 report.records += 1
@@ -114,7 +114,7 @@ def read_text(path: str | Path, report: ReadReport, mode: str = "blocks") -> Ite
 def read_jsonl(path: str | Path, report: ReadReport, field_name: str = "text") -> Iterator[Document]:
     """JSONL: one JSON object per line, text taken from `field_name`."""
     path = check_readable(path)
-    for number, line in _decoded_lines(path, report):
+    for number, line in decoded_lines(path, report):
         if not line.strip():
             continue
         try:
@@ -162,7 +162,7 @@ def read_delimited_rows(
     path = check_readable(path)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    lines = _decoded_lines(path, report)
+    lines = decoded_lines(path, report)
     first = next(lines, None)
     if first is None:
         return (None, iter(()))
@@ -273,7 +273,7 @@ def read_conll(
     lines: list[int] = []
     width = None
     broken = False
-    for number, line in _decoded_lines(path, report):
+    for number, line in decoded_lines(path, report):
         parts = line.split()
         if not parts:
             if words and not broken:

@@ -28,10 +28,10 @@ from tfllm.data.readers import (
     ReadReport,
     TaggedSentence,
     check_readable,
+    decoded_lines,
     detect_format,
     read_conll,
     read_delimited_rows,
-    read_jsonl,
     resolve_column,
 )
 from tfllm.errors import InputError
@@ -119,33 +119,66 @@ def read_texts(path: str | Path, text_column: str | int | None = None,
     """One text per row of a CSV/TSV/JSONL file (or per line of a text file), in file order,
     read strictly: a bad row or an empty text is an error naming the file and line, since
     the output rows must line up with the input rows."""
+    return [values[0] for _, values in read_columns(path, [text_column], fmt)]
+
+
+def read_columns(path: str | Path, columns: list[str | int | None], fmt: str | None = None,
+                 defaults: tuple[str, ...] = ("text",)) -> list[tuple[int, list[str]]]:
+    """(line, [value per column]) for every row of a CSV/TSV/JSONL file (or per line of a text
+    file, one column), strictly: invalid UTF-8, a bad row, a missing column or an empty value
+    is an InputError naming the file and line. A column None is the JSONL field in
+    `defaults` at its position (CSV/TSV: a text-like column)."""
     path = check_readable(expand_path(str(path)))
     kind = fmt or detect_format(path)
     report = ReadReport(strict=True)
     if kind == "jsonl":
-        rows = [(d.line, d.text) for d in read_jsonl(path, report, str(text_column or "text"))]
+        fields = [str(c if c is not None else defaults[i]) for i, c in enumerate(columns)]
+        rows = list(_jsonl_rows(path, report, fields))
     elif kind in ("csv", "tsv"):
         names, found = read_delimited_rows(path, report, "\t" if kind == "tsv" else ",")
-        index = resolve_column(text_column, names, path)
+        indices = [resolve_column(c, names, path) for c in columns]
         rows = []
         for number, row in found:
-            if index >= len(row):
-                raise InputError(f"{path}:{number}: no column {index} (the row has {len(row)})")
-            rows.append((number, row[index]))
-    elif kind == "text":
+            if max(indices) >= len(row):
+                raise InputError(f"{path}:{number}: no column {max(indices)} "
+                                 f"(the row has {len(row)})")
+            rows.append((number, [row[i] for i in indices]))
+    elif kind == "text" and len(columns) == 1:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as err:
             raise InputError(f"{path}: not UTF-8 ({err})") from None
-        rows = list(enumerate(lines, start=1))
+        rows = [(number, [line]) for number, line in enumerate(lines, start=1)]
     else:
-        raise InputError(f"{path}: texts must come from csv, tsv, jsonl or text, not {kind}")
-    for number, text in rows:
-        if not text.strip():
+        raise InputError(f"{path}: expected csv, tsv, jsonl{' or text' * (len(columns) == 1)}, "
+                         f"not {kind}")
+    for number, values in rows:
+        if any(not value.strip() for value in values):
             raise InputError(f"{path}:{number}: empty text")
     if not rows:
         raise InputError(f"{path}: no texts")
-    return [text for _, text in rows]
+    return rows
+
+
+def _jsonl_rows(path: Path, report: ReadReport, fields: list[str]):
+    for number, line in decoded_lines(path, report):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            report.bad(path, number, f"not valid JSON ({err.msg})")
+            continue
+        missing = [f for f in fields if not isinstance(obj, dict) or f not in obj]
+        if missing:
+            report.bad(path, number, f"no field '{missing[0]}'")
+            continue
+        wrong = [f for f in fields if isinstance(obj[f], bool)
+                 or not isinstance(obj[f], str | int)]  # integer ids are common in JSONL
+        if wrong:
+            report.bad(path, number, f"field '{wrong[0]}' is not a string")
+            continue
+        yield number, [str(obj[f]) for f in fields]
 
 
 def read_tagged(path: str | Path, report: ReadReport | None = None,

