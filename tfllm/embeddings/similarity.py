@@ -123,3 +123,37 @@ def correlations(first: np.ndarray, second: np.ndarray, gold: np.ndarray) -> dic
                                          * np.linalg.norm(second, axis=1))
     return {"spearman": round(100 * float(spearmanr(cosine, gold).statistic), 4),
             "pearson": round(100 * float(pearsonr(cosine, gold).statistic), 4)}
+
+
+def retrieval_scores(pairs: ScoredPairs, first: np.ndarray, second: np.ndarray,
+                     min_score: float = 4.0, k: int = 10) -> dict[str, float]:
+    """Scored pairs as a search task: each first sentence of a pair scored >= `min_score` is
+    a query, every distinct sentence of the pairs is the corpus (the query's own sentence
+    excluded), the pair's second sentence the one relevant document. MRR@k and recall@k
+    x 100, from the pairs' unit rows `first` and `second`.
+
+    >>> pairs = ScoredPairs(["a cat", "a dog"], ["a kitten", "a puppy"], np.array([5.0, 4.5]))
+    >>> rows = np.array([[1, 0], [0, 1], [.9, .1], [.1, .9]], dtype="float32")
+    >>> rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    >>> retrieval_scores(pairs, rows[:2], rows[2:])
+    {'mrr@10': 100.0, 'recall@10': 100.0, 'queries': 2, 'corpus': 4}
+    """
+    row_of: dict[str, np.ndarray] = {}
+    for texts, rows in ((pairs.first, first), (pairs.second, second)):
+        for text, row in zip(texts, rows, strict=True):
+            row_of.setdefault(text, row)
+    corpus = list(row_of)
+    position = {text: i for i, text in enumerate(corpus)}
+    matrix = np.stack([row_of[t] for t in corpus])
+    queries = [(q, d) for q, d, s in zip(pairs.first, pairs.second, pairs.scores, strict=True)
+               if s >= min_score and q != d]
+    reciprocal, found = [], []
+    for query, relevant in queries:
+        scores = matrix @ row_of[query]
+        scores[position[query]] = -np.inf
+        rank = 1 + int((scores > scores[position[relevant]]).sum())
+        reciprocal.append(1.0 / rank if rank <= k else 0.0)
+        found.append(rank <= k)
+    return {f"mrr@{k}": round(100 * float(np.mean(reciprocal)), 4),
+            f"recall@{k}": round(100 * float(np.mean(found)), 4), "queries": len(queries),
+            "corpus": len(corpus)}

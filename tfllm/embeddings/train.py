@@ -29,7 +29,7 @@ from tfllm.data.tasks import expand_path
 from tfllm.embeddings.embed import embed_texts
 from tfllm.embeddings.losses import LOSSES, pair_loss
 from tfllm.embeddings.pooling import build_embedder
-from tfllm.embeddings.similarity import ScoredPairs, correlations, read_pairs
+from tfllm.embeddings.similarity import ScoredPairs, correlations, read_pairs, retrieval_scores
 from tfllm.errors import InputError
 from tfllm.finetune.peft import trainable_count
 from tfllm.finetune.train import EvalMetric, FinetuneConfig, apply_method
@@ -100,10 +100,13 @@ def _dataset(tokenizer, pairs: ScoredPairs, max_len: int, batch: int, seed: int)
 
 
 def _scores(embedder: Any, tokenizer, pairs: ScoredPairs, max_len: int,
-            progress: bool = False) -> dict[str, float]:
-    return correlations(embed_texts(embedder, tokenizer, pairs.first, max_len, progress=progress),
-                        embed_texts(embedder, tokenizer, pairs.second, max_len),
-                        pairs.scores)
+            progress: bool = False, retrieval: bool = False) -> dict[str, float]:
+    """Spearman/Pearson of the pairs' cosines (and with `retrieval` the pairs as a search
+    task: MRR@10 and recall@10)."""
+    first = embed_texts(embedder, tokenizer, pairs.first, max_len, progress=progress)
+    second = embed_texts(embedder, tokenizer, pairs.second, max_len)
+    return {**correlations(first, second, pairs.scores),
+            **(retrieval_scores(pairs, first, second) if retrieval else {})}
 
 
 def finetune_embedder(cfg: FinetuneConfig, init: str, out: str | Path,
@@ -177,7 +180,7 @@ def finetune_embedder(cfg: FinetuneConfig, init: str, out: str | Path,
                "trainable_params": trainable_count(embedder),
                "total_params": int(embedder.count_params())}
     if test is not None:
-        metrics["test"] = _scores(embedder, tokenizer, test, max_len)
+        metrics["test"] = _scores(embedder, tokenizer, test, max_len, retrieval=True)
     save_run_dir(out, embedder, backbone, checkpoint.tokenizer_dir, cfg, metrics)
     if not quiet:
         print(f"finetune -> {out}: eval Spearman {metrics['spearman']:.2f}"
