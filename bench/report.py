@@ -48,7 +48,7 @@ def machine() -> dict:
     return {"cpu": cpu, "cpu_matrix_isa": matrix, "cores": os.cpu_count(), "memory_gb": memory_gb,
             **({"gpu": gpu[0]} if gpu else {}),
             "python": platform.python_version(), "platform": platform.platform(),
-            **tree_state()}
+            **LAUNCH_STATE}
 
 
 def tree_state() -> dict:
@@ -63,6 +63,11 @@ def tree_state() -> dict:
                 "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except OSError:
         return {"commit": "", "dirty": None}
+
+
+# Taken when a benchmark starts (it imports this module first): the code that ran is the
+# code of this moment, whatever is committed while it runs.
+LAUNCH_STATE = tree_state()
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
