@@ -60,12 +60,16 @@ def test_the_held_out_item_is_each_users_last_rating_by_time_then_movie_id(movie
 def test_item_knn_sums_the_cosines_of_co_rating_columns(movielens_slice):
     catalog = read_catalog(movielens_slice["ratings"], movielens_slice["items"])
     split = leave_last_out(catalog, 1)
-    dense = np.zeros((len(split.history), catalog.n_items))
+    rated = np.unique(np.concatenate(split.history))  # the other columns score 0
+    column = {item: j for j, item in enumerate(rated)}
+    dense = np.zeros((len(split.history), len(rated)))
     for u, items in enumerate(split.history):
-        dense[u, items] = 1.0
+        dense[u, [column[i] for i in items]] = 1.0
     norms = np.linalg.norm(dense, axis=0)
-    cosine = (dense.T @ dense) / np.maximum(np.outer(norms, norms), 1.0)
-    expected = np.stack([cosine[items].sum(0) for items in split.history])
+    cosine = (dense.T @ dense) / np.outer(norms, norms)
+    expected = np.zeros((len(split.history), catalog.n_items))
+    for u, items in enumerate(split.history):
+        expected[u, rated] = cosine[[column[i] for i in items]].sum(0)
     np.testing.assert_allclose(item_knn(split, catalog.n_items), expected, rtol=1e-5, atol=1e-5)
 
 
