@@ -156,7 +156,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if not args.serve or not (Path(args.report) / "recommend_report.json").is_file():
         report = recommend_report(args.ratings, args.items, args.tags, args.model, args.report,
-                                  args.seed)
+                                  args.seed, args.min_cold_hr)
         print(json.dumps({"hybrid": report["hybrid"], "methods": report["methods"]}))
     if args.serve:
         import uvicorn
@@ -394,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", required=True, metavar="DIR",
                    help="recommend_report.json, recommend_report.png, item_embeddings.npy")
     p.add_argument("--seed", type=int, default=0, help="the sampled-negatives seed")
+    p.add_argument("--min-cold-hr", type=float, default=0.25,
+                   help="the hybrid is the best validation NDCG@10 among settings whose cold "
+                        "validation users reach this HR@10 among sampled items")
     p.add_argument("--serve", action="store_true",
                    help="answer POST /recommend with the report's hybrid (made first if absent)")
     p.add_argument("--host", default="127.0.0.1")

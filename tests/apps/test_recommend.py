@@ -103,8 +103,10 @@ def test_the_report_scores_every_method_under_both_protocols_with_the_validation
         assert 0 <= scores["ndcg@10"] <= scores["hr@10"] <= 1
         assert scores["cold"]["users"] == scores["cold_sampled"]["users"] == data["cold_users"]
         assert scores["cold_sampled"]["hr@10"] >= scores["cold"]["hr@10"]  # 101 vs ~9,700 items
-    best = max(data["validation_grid"], key=lambda r: (r["ndcg@10"], r["cold_sampled"]["hr@10"]))
-    assert best["config"] == data["hybrid"]
+    grid = data["validation_grid"]
+    qualified = [r for r in grid if r["cold_sampled"]["hr@10"] >= 0.25] or grid
+    best = max(qualified, key=lambda r: (r["ndcg@10"], r["cold_sampled"]["hr@10"]))
+    assert best["config"] == data["hybrid"] and len(grid) == 4 * 13
     assert (report / "recommend_report.png").stat().st_size > 0
     assert np.load(report / "item_embeddings.npy").shape == (9742, 32)
 

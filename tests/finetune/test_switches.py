@@ -40,7 +40,7 @@ def test_early_stopping_stops_and_keeps_the_best_epochs_weights(tmp_path, sst2_v
     best = max(curve)
     assert metrics["epochs_run"] == len(curve) < 8, curve  # it stopped
     assert len(curve) - 1 - curve.index(best) == patience, curve  # `patience` epochs after the best
-    assert curve[-1] < best - 0.05, curve  # keeping the last epoch's weights would show
+    assert curve[-1] < best, curve  # so keeping the last epoch's weights would show below
     assert metrics["accuracy"] == pytest.approx(best, abs=1e-6)
     capsys.readouterr()
     assert main(["evaluate", "--model", str(run), "--data", str(flipped)]) == 0
