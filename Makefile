@@ -18,9 +18,11 @@ setup: $(STAMP)
 quickstart: $(STAMP)
 	$(VENV)/bin/tfllm quickstart
 
-# pytest exits 5 when it collected no tests: that is a failure too.
+# pytest exits 5 when it collected no tests: that is a failure too. Two workers, a test file
+# each at a time (session fixtures stay per file group): much of a tiny-model test is
+# single-threaded Python (tracing, tokenizing, subprocess start-up), so two share 2 cores well.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q; rc=$$?; \
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

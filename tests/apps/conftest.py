@@ -19,7 +19,7 @@ def fpb_repo(tmp_path_factory, minilm_dir) -> Path:
     root = tmp_path_factory.mktemp("fpb")
     assert main(["finetune", "--config", "configs/finetune/financial_phrasebank.yaml",
                  "--init", str(minilm_dir), "--out", str(root / "run"),
-                 "--set", "train.epochs=1", "--set", "task.max_len=64",
+                 "--set", "train.epochs=2", "--set", "task.max_len=64",
                  "--set", "train.batch_size=32", "--set", "train.learning_rate=1e-4",
                  "--set", "train.bucket_by_length=true"]) == 0
     assert main(["export", "--model", str(root / "run"), "--out", str(root / "repo" / "fpb" / "1"),
@@ -40,7 +40,7 @@ def b77_repo(tmp_path_factory, minilm_dir, data_dir) -> dict[str, Path]:
             "\n".join(b77_rows(data_dir / "banking77" / f"{split}.csv", B77_INTENTS)) + "\n")
     assert main(["finetune", "--config", "configs/finetune/banking77.yaml", "--init",
                  str(minilm_dir), "--out", str(root / "run"), "--train", str(root / "train.csv"),
-                 "--set", "task.test=null", "--set", "train.epochs=1",
+                 "--set", "task.test=null", "--set", "train.epochs=2",
                  "--set", "train.bucket_by_length=true"]) == 0
     assert main(["export", "--model", str(root / "run"), "--out",
                  str(root / "repo" / "b77" / "1"), "--formats", "onnx"]) == 0

@@ -32,7 +32,7 @@ def test_early_stopping_stops_and_keeps_the_best_epochs_weights(tmp_path, sst2_v
     assert main(["finetune", "--config", "configs/finetune/sst2.yaml", "--init", "none",
                  "--out", str(run), "--train", str(train), "--eval", str(flipped),
                  "--set", f"model.tokenizer={sst2_vocab}", *TINY_FT, "--set", "train.epochs=8",
-                 "--set", "train.batch_size=32", "--set", "train.learning_rate=3e-3",
+                 "--set", "train.batch_size=32", "--set", "train.learning_rate=1e-3",
                  "--set", "train.warmup_ratio=0.0",
                  "--set", f"train.early_stopping_patience={patience}"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
@@ -40,7 +40,7 @@ def test_early_stopping_stops_and_keeps_the_best_epochs_weights(tmp_path, sst2_v
     best = max(curve)
     assert metrics["epochs_run"] == len(curve) < 8, curve  # it stopped
     assert len(curve) - 1 - curve.index(best) == patience, curve  # `patience` epochs after the best
-    assert curve[-1] < best, curve  # so keeping the last epoch's weights would show below
+    assert curve[-1] < best - 0.05, curve  # keeping the last epoch's weights would show
     assert metrics["accuracy"] == pytest.approx(best, abs=1e-6)
     capsys.readouterr()
     assert main(["evaluate", "--model", str(run), "--data", str(flipped)]) == 0
