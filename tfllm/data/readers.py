@@ -71,7 +71,7 @@ def check_readable(path: str | Path) -> Path:
     return path
 
 
-def decoded_lines(path: Path, report: ReadReport) -> Iterator[tuple[int, str]]:
+def _decoded_lines(path: Path, report: ReadReport) -> Iterator[tuple[int, str]]:
     """Yield (line number, text) for each line that is valid UTF-8; count the others."""
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -92,7 +92,7 @@ def read_text(path: str | Path, report: ReadReport, mode: str = "blocks") -> Ite
         raise InputError(f"text mode must be 'blocks' or 'lines', got {mode!r}")
     block: list[str] = []
     start = 0
-    for number, line in decoded_lines(path, report):
+    for number, line in _decoded_lines(path, report):
         if mode == "lines":
             if line.strip():
                 report.records += 1
@@ -111,17 +111,21 @@ def read_text(path: str | Path, report: ReadReport, mode: str = "blocks") -> Ite
         yield Document("\n".join(block), str(path), start)
 
 
-def read_jsonl(path: str | Path, report: ReadReport, field_name: str = "text") -> Iterator[Document]:
-    """JSONL: one JSON object per line, text taken from `field_name`."""
-    path = check_readable(path)
-    for number, line in decoded_lines(path, report):
+def json_lines(path: Path, report: ReadReport) -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) per non-blank JSONL line; invalid JSON is a bad record."""
+    for number, line in _decoded_lines(path, report):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            yield number, json.loads(line)
         except json.JSONDecodeError as err:
             report.bad(path, number, f"not valid JSON ({err.msg})")
-            continue
+
+
+def read_jsonl(path: str | Path, report: ReadReport, field_name: str = "text") -> Iterator[Document]:
+    """JSONL: one JSON object per line, text taken from `field_name`."""
+    path = check_readable(path)
+    for number, obj in json_lines(path, report):
         if not isinstance(obj, dict) or field_name not in obj:
             report.bad(path, number, f"no field '{field_name}'")
             continue
@@ -162,7 +166,7 @@ def read_delimited_rows(
     path = check_readable(path)
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    lines = decoded_lines(path, report)
+    lines = _decoded_lines(path, report)
     first = next(lines, None)
     if first is None:
         return (None, iter(()))
@@ -273,7 +277,7 @@ def read_conll(
     lines: list[int] = []
     width = None
     broken = False
-    for number, line in decoded_lines(path, report):
+    for number, line in _decoded_lines(path, report):
         parts = line.split()
         if not parts:
             if words and not broken:

@@ -28,8 +28,8 @@ from tfllm.data.readers import (
     ReadReport,
     TaggedSentence,
     check_readable,
-    decoded_lines,
     detect_format,
+    json_lines,
     read_conll,
     read_delimited_rows,
     resolve_column,
@@ -161,14 +161,7 @@ def read_columns(path: str | Path, columns: list[str | int | None], fmt: str | N
 
 
 def _jsonl_rows(path: Path, report: ReadReport, fields: list[str]):
-    for number, line in decoded_lines(path, report):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            report.bad(path, number, f"not valid JSON ({err.msg})")
-            continue
+    for number, obj in json_lines(path, report):
         missing = [f for f in fields if not isinstance(obj, dict) or f not in obj]
         if missing:
             report.bad(path, number, f"no field '{missing[0]}'")
