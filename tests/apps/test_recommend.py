@@ -130,3 +130,19 @@ def test_recommend_endpoint_answers_unseen_items_and_refuses_bad_bodies(report, 
         reply = client.post("/recommend", content=body)
         assert reply.status_code == status, body[:40]
         assert "error" in reply.json()
+
+
+@pytest.mark.parametrize("row,message", [
+    ("1,1,four,964982703", "ratings.csv:3: could not convert string to float: 'four'"),
+    ("1,123456789,4.0,964982703", "ratings.csv:3: movieId 123456789 is not in"),
+    ("1,,4.0,964982703", "ratings.csv:3: empty 'movieId'"),
+])
+def test_a_bad_ratings_row_exits_2_naming_file_and_line_and_writes_no_report(
+        tmp_path, data_dir, tiny_embedder, capsys, row, message):
+    (tmp_path / "ratings.csv").write_text(
+        f"userId,movieId,rating,timestamp\n1,1,4.0,964982703\n{row}\n", encoding="utf-8")
+    assert main(["recommend", "--ratings", str(tmp_path / "ratings.csv"), "--items",
+                 str(data_dir / "movielens_small" / "movies.csv"), "--model",
+                 str(tiny_embedder["repo"] / "emb"), "--report", str(tmp_path / "report")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
