@@ -41,6 +41,17 @@ def minilm_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def sst2_vocab(tmp_path_factory, data_dir) -> Path:
+    """A 3,000-piece WordPiece vocab trained on SST-2 train (tiny random-init models use it)."""
+    from tfllm.cli import main
+
+    vocab = tmp_path_factory.mktemp("v") / "vocab"
+    assert main(["vocab", "--corpus", str(data_dir / "sst2" / "train.tsv"), "--vocab-size", "3000",
+                 "--out", str(vocab)]) == 0
+    return vocab
+
+
+@pytest.fixture(scope="session")
 def tiny_embedder(tmp_path_factory, data_dir) -> dict[str, Path]:
     """A random 1-layer keras-hub preset with a WordPiece vocab trained on WikiText-2, and its
     sentence embedder exported to ONNX (`repo/emb/1`, gated on 200 STS-B dev pairs)."""

@@ -135,14 +135,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     from tfllm.embeddings.index import SearchIndex, build_app
     from tfllm.errors import InputError
 
+    if not args.serve and (not args.queries or args.k < 1):
+        raise InputError("give one or more QUERY texts and --k >= 1 (or --serve)")
     index = SearchIndex(args.index, args.model)
     if args.serve:
         import uvicorn
 
         uvicorn.run(build_app(index), host=args.host, port=args.port, log_level="warning")
         return 0
-    if not args.queries or args.k < 1:
-        raise InputError("give one or more QUERY texts and --k >= 1 (or --serve)")
     for query, hits in zip(args.queries, index.search(args.queries, args.k), strict=True):
         print(json.dumps({"query": query, "results": hits}, ensure_ascii=False))
     return 0

@@ -39,12 +39,12 @@ def test_cosent_ranks_by_the_gold_order_and_only_the_order():
 
 
 def test_an_embedding_run_keeps_its_best_epoch_and_embeds_and_exports_like_an_init(
-        tmp_path, stsb_slices, tiny_vocab_dir, capsys):
+        tmp_path, stsb_slices, sst2_vocab, capsys):
     run = tmp_path / "run"
     assert main(["finetune", "--config", "configs/finetune/stsb.yaml", "--init", "none",
                  "--out", str(run), "--train", str(stsb_slices / "train.csv"),
                  "--eval", str(stsb_slices / "dev.csv"), "--set", "task.test=null",
-                 "--set", f"model.tokenizer={tiny_vocab_dir}", *TINY_EMB]) == 0
+                 "--set", f"model.tokenizer={sst2_vocab}", *TINY_EMB]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["loss"] == "cosent" and metrics["train_pairs"] == 400
     curve = metrics["history"]["val_spearman"]
@@ -67,7 +67,7 @@ def test_an_embedding_run_keeps_its_best_epoch_and_embeds_and_exports_like_an_in
     assert json.loads((version / "model_config.json").read_text())["task"] == "embedding"
 
 
-def test_in_batch_negatives_train_on_positive_pairs(tmp_path, stsb_slices, tiny_vocab_dir):
+def test_in_batch_negatives_train_on_positive_pairs(tmp_path, stsb_slices, sst2_vocab):
     lines = (stsb_slices / "train.csv").read_text(encoding="utf-8").splitlines()
     positives = tmp_path / "positives.tsv"
     positives.write_text("anchor\tpositive\n" + "".join(
@@ -78,17 +78,17 @@ def test_in_batch_negatives_train_on_positive_pairs(tmp_path, stsb_slices, tiny_
                  str(stsb_slices / "dev.csv"), "--set", "task.test=null", "--set", "task.format=tsv",
                  "--set", "task.text_column=anchor", "--set", "task.text_pair_column=positive",
                  "--set", "task.label_column=null", "--set", "task.loss=mnrl",
-                 "--set", f"model.tokenizer={tiny_vocab_dir}", *TINY_EMB]) == 0
+                 "--set", f"model.tokenizer={sst2_vocab}", *TINY_EMB]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     loss = metrics["history"]["loss"]
     assert metrics["loss"] == "mnrl" and loss[-1] < loss[0]
 
 
-def test_bad_pairs_exit_2_naming_the_line(tmp_path, tiny_vocab_dir, capsys):
+def test_bad_pairs_exit_2_naming_the_line(tmp_path, sst2_vocab, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("main-captions\tMSRvid\t2012\t0001\t5.000\tA man.\tA man.\nshort\tline\n")
     assert main(["finetune", "--config", "configs/finetune/stsb.yaml", "--init", "none",
                  "--out", str(tmp_path / "run"), "--train", str(bad),
-                 "--set", f"model.tokenizer={tiny_vocab_dir}", *TINY_EMB]) == 2
+                 "--set", f"model.tokenizer={sst2_vocab}", *TINY_EMB]) == 2
     assert "bad.csv:2: expected 7 tab-separated fields" in capsys.readouterr().err
     assert not (tmp_path / "run" / "metrics.json").exists()

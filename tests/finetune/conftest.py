@@ -23,14 +23,6 @@ def sst2_slice(tmp_path_factory, data_dir) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def sst2_vocab(tmp_path_factory, data_dir) -> Path:
-    vocab = tmp_path_factory.mktemp("v") / "vocab"
-    assert main(["vocab", "--corpus", str(data_dir / "sst2" / "train.tsv"), "--vocab-size", "3000",
-                 "--out", str(vocab)]) == 0
-    return vocab
-
-
-@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, sst2_slice, sst2_vocab) -> Path:
     vocab = sst2_vocab
     out = tmp_path_factory.mktemp("ft") / "run"

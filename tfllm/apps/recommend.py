@@ -167,14 +167,22 @@ def popularity(split: Split, n_items: int) -> np.ndarray:
     return np.broadcast_to(counts, (len(split.history), n_items))
 
 
+def unit_columns(binary: sparse.csr_matrix) -> sparse.csr_matrix:
+    """The binary users x items matrix with each item column scaled to unit length."""
+    norms = np.sqrt(np.asarray(binary.sum(0)).ravel())
+    return binary @ sparse.diags(1.0 / np.maximum(norms, 1.0))
+
+
+def knn_scores(weights: sparse.csr_matrix, unit: sparse.csr_matrix) -> np.ndarray:
+    """Per row of `weights`, the weighted sum over its items of their cosine to every item;
+    as (W Xn^T) Xn, so the items x items similarity is never formed."""
+    return np.asarray(((weights @ unit.T) @ unit).todense(), dtype=np.float32)
+
+
 def item_knn(split: Split, n_items: int, half_life: float = 0.0) -> np.ndarray:
     """Sum over the user's items of the cosine between item columns of the binary matrix."""
-    binary = interaction_matrix(split, n_items)
-    norms = np.sqrt(np.asarray(binary.sum(0)).ravel())
-    normed = binary @ sparse.diags(1.0 / np.maximum(norms, 1.0))
-    weights = interaction_matrix(split, n_items, half_life)
-    # (W Xn^T) Xn: the items x items similarity is never formed
-    return np.asarray(((weights @ normed.T) @ normed).todense(), dtype=np.float32)
+    return knn_scores(interaction_matrix(split, n_items, half_life),
+                      unit_columns(interaction_matrix(split, n_items)))
 
 
 def content(split: Split, embeddings: np.ndarray, liked: float = 4.0) -> np.ndarray:
@@ -241,9 +249,10 @@ def sampled_candidates(split: Split, n_items: int, users: np.ndarray, seed: int 
                        ) -> list[np.ndarray]:
     """Per user, 100 items they never rated, uniform with a fixed seed (the NCF protocol)."""
     rng = np.random.default_rng(seed)
+    chosen = set(users.tolist())
     out = []
     for u in range(len(split.held_out)):
-        if u not in users:
+        if u not in chosen:
             out.append(np.array([], dtype=np.int64))
             continue
         unseen = np.setdiff1d(np.arange(n_items), split.seen[u])
@@ -406,7 +415,7 @@ class Recommender:
         everything = Split(catalog.histories, catalog.ratings, np.zeros(0), catalog.histories)
         binary = interaction_matrix(everything, catalog.n_items)
         self.counts = np.asarray(binary.sum(0)).ravel()
-        self.normed = binary @ sparse.diags(1.0 / np.maximum(np.sqrt(self.counts), 1.0))
+        self.unit = unit_columns(binary)
         self.index = {m: i for i, m in enumerate(catalog.item_ids)}
 
     def recommend(self, history: list[int], ratings: list[float] | None = None,
@@ -420,7 +429,7 @@ class Recommender:
                                          else [5.0] * len(items), dtype=float)],
                       np.zeros(1, dtype=np.int64), [items])
         weights = interaction_matrix(split, self.catalog.n_items, self.cfg.half_life)
-        knn = np.asarray(((weights @ self.normed.T) @ self.normed).todense())
+        knn = knn_scores(weights, self.unit)
         scores = hybrid(zscore(knn), zscore(content(split, self.embeddings)), self.counts,
                         self.cfg)[0]
         scores[items] = -np.inf

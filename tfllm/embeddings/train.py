@@ -23,18 +23,15 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tfllm_serving.wordpiece import encode_batch, load_tokenizer
+from tfllm_serving.wordpiece import encode_batch
 
-from tfllm.data.tasks import expand_path
 from tfllm.embeddings.embed import embed_texts
 from tfllm.embeddings.losses import LOSSES, pair_loss
 from tfllm.embeddings.pooling import build_embedder
 from tfllm.embeddings.similarity import ScoredPairs, correlations, read_pairs, retrieval_scores
 from tfllm.errors import InputError
 from tfllm.finetune.peft import trainable_count
-from tfllm.finetune.train import EvalMetric, FinetuneConfig, apply_method
-from tfllm.models.backbone import SIZES, BackboneConfig, build_backbone
-from tfllm.models.checkpoints import load_checkpoint
+from tfllm.finetune.train import EvalMetric, FinetuneConfig, apply_method, load_start
 from tfllm.models.run_dir import save_run_dir
 from tfllm.training.optimizer import OptimizerConfig, build_optimizer
 
@@ -127,15 +124,7 @@ def finetune_embedder(cfg: FinetuneConfig, init: str, out: str | Path,
     train, evaluation, test = _load(task)
 
     # 2. Model: the checkpoint's backbone, mean pooling + L2 norm, shared by both sides.
-    out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(cfg.train.seed)
-    size = SIZES.get(cfg.model.size)
-    if size is None:
-        raise InputError(f"unknown model.size {cfg.model.size!r} (choose from {', '.join(SIZES)})")
-    checkpoint = load_checkpoint(
-        init, out, lambda vocab: build_backbone(BackboneConfig(**size), vocab),
-        expand_path(cfg.model.tokenizer) if cfg.model.tokenizer else None)
-    tokenizer = load_tokenizer(checkpoint.tokenizer_dir)
+    checkpoint, tokenizer = load_start(cfg, init, out)
     backbone = checkpoint.backbone
     max_len = min(task.max_len, backbone.max_sequence_length)
     apply_method(cfg.method, backbone)

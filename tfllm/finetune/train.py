@@ -20,6 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -50,7 +51,7 @@ from tfllm.finetune.metrics import classification_metrics, entity_metrics, save_
 from tfllm.finetune.peft import enable_lora, freeze, trainable_count
 from tfllm.finetune.tagging import IGNORE, check_decoding, encode_tagged
 from tfllm.models.backbone import SIZES, BackboneConfig, build_backbone
-from tfllm.models.checkpoints import load_checkpoint
+from tfllm.models.checkpoints import Checkpoint, load_checkpoint
 from tfllm.models.presets import keras_hub_tokenizer, with_preprocessor
 from tfllm.models.run_dir import save_run_dir
 from tfllm.models.tagger import build_token_classifier
@@ -180,6 +181,20 @@ def _augmented(train: list[Example], cfg: AugmentConfig) -> list[Example]:
             for e, row in zip(train, copies, strict=True) for text in row]
 
 
+def load_start(cfg: FinetuneConfig, init: str, out: Path) -> tuple[Checkpoint, Any]:
+    """The seeded starting point of a fine-tune: `--init`'s checkpoint (or a random backbone of
+    `model.size` for `none`), its tokenizer files copied into `out`, and the tokenizer."""
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.train.seed)
+    size = SIZES.get(cfg.model.size)
+    if size is None:
+        raise InputError(f"unknown model.size {cfg.model.size!r} (choose from {', '.join(SIZES)})")
+    checkpoint = load_checkpoint(
+        init, out, lambda vocab: build_backbone(BackboneConfig(**size), vocab),
+        expand_path(cfg.model.tokenizer) if cfg.model.tokenizer else None)
+    return checkpoint, load_tokenizer(checkpoint.tokenizer_dir)
+
+
 def build_classifier(backbone, num_classes: int, dropout: float):
     """keras-hub's BERT classifier head (pooled output -> dropout -> dense) on `backbone`."""
     import keras_hub
@@ -269,15 +284,7 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     index = {name: i for i, name in enumerate(names)}
 
     # 2. Model: checkpoint (its tokenizer comes with it) + head + method switches.
-    out.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(cfg.train.seed)
-    size = SIZES.get(cfg.model.size)
-    if size is None:
-        raise InputError(f"unknown model.size {cfg.model.size!r} (choose from {', '.join(SIZES)})")
-    checkpoint = load_checkpoint(
-        init, out, lambda vocab: build_backbone(BackboneConfig(**size), vocab),
-        expand_path(cfg.model.tokenizer) if cfg.model.tokenizer else None)
-    tokenizer = load_tokenizer(checkpoint.tokenizer_dir)
+    checkpoint, tokenizer = load_start(cfg, init, out)
     backbone = checkpoint.backbone
     if tagging:
         model = build_token_classifier(backbone, len(names), cfg.model.dropout)
