@@ -2,10 +2,13 @@
 
 - `savedmodel`: raw strings in (`text` [+ `text_pair`]), tokenization in the graph
   (tensorflow-text), `logits` and `probabilities` out; written at the version folder's
-  root so TF Serving loads the folder as it is.
+  root so TF Serving loads the folder as it is. A second signature, `ids`, takes the ONNX
+  inputs (for clients that tokenize, and to time it like for like with the other formats).
 - `onnx`: int32 `input_ids`, `attention_mask`, `token_type_ids` with dynamic batch and
   sequence axes -> `logits`, converted with tf2onnx from a concrete function with an
-  explicit input signature (the path that avoids tf2onnx's Keras 3 breakage).
+  explicit input signature (the path that avoids tf2onnx's Keras 3 breakage), then made lean
+  (`tfllm_export.onnx_graph`: constants folded, one LayerNormalization per norm, attention
+  and feed-forward blocks rewritten into the form PyTorch's exporter writes).
 - `onnx-fp16`: float16 weights and activations (inputs and outputs stay int32 / float32),
   for GPUs; onnxruntime's CPU provider runs most of it through casts.
 - `onnx-int8`: onnxruntime dynamic quantization of the fp32 ONNX.
@@ -20,8 +23,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
-from tfllm_export.onnx_graph import gemm_to_matmul
+from tfllm_export.onnx_graph import (
+    EncoderLayerWeights,
+    fuse_layer_norms,
+    gemm_to_matmul,
+    lean_encoder,
+)
 
 from tfllm.tokenization.tf_tokenizer import InGraphTokenizer
 
@@ -54,12 +63,60 @@ def _ids_function(model, output: str = "logits"):
     return outputs
 
 
-def export_onnx(model, path: Path, opset: int = 17, output: str = "logits") -> None:
-    """`output`: the name of the model's one output (`logits`, or `embedding`)."""
-    import tf2onnx
+def backbone_of(model):
+    """The keras-hub BertBackbone inside a classifier, tagger or embedder."""
+    return getattr(model, "backbone", None) or next(
+        layer for layer in model.layers if hasattr(layer, "num_heads"))
 
-    tf2onnx.convert.from_function(_ids_function(model, output), input_signature=_signature(),
-                                  opset=opset, output_path=str(path))
+
+def encoder_weights(model) -> list[EncoderLayerWeights]:
+    """Each encoder layer's dense projections as 2-D matrices (`kernel` is the effective one,
+    LoRA's update included)."""
+
+    def dense(layer, heads_first: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        kernel = np.asarray(layer.kernel, np.float32)
+        kernel = (kernel.reshape(-1, kernel.shape[-1]) if heads_first
+                  else kernel.reshape(kernel.shape[0], -1))
+        return kernel, np.asarray(layer.bias, np.float32).reshape(-1)
+
+    weights = []
+    for layer in backbone_of(model).transformer_layers:
+        attention = layer._self_attention_layer
+        weights.append(EncoderLayerWeights(
+            dense(attention._query_dense), dense(attention._key_dense),
+            dense(attention._value_dense), dense(attention._output_dense, heads_first=True),
+            dense(layer._feedforward_intermediate_dense),
+            dense(layer._feedforward_output_dense), attention._num_heads))
+    return weights
+
+
+def export_onnx(model, path: Path, opset: int = 17, output: str = "logits",
+                lean: bool = True) -> dict:
+    """`output`: the name of the model's one output (`logits`, or `embedding`). Returns how
+    many blocks the lean rewrite took, per kind, and the model's layer count (`lean=False`:
+    tf2onnx's graph as it is, for comparison)."""
+    import onnx
+    import tf2onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    raw = path.with_suffix(".tf2onnx.onnx")
+    try:
+        tf2onnx.convert.from_function(_ids_function(model, output),
+                                      input_signature=_signature(), opset=opset,
+                                      output_path=str(raw if lean else path))
+        if not lean:
+            return {}
+        # onnxruntime's basic optimizations fold tf2onnx's constant Reshape/Shape chains, so
+        # that every projection is a Gemm (then a MatMul) on an initializer.
+        quant_pre_process(str(raw), str(path), skip_symbolic_shape=True)
+    finally:
+        raw.unlink(missing_ok=True)
+    lean = gemm_to_matmul(onnx.load(str(path)))
+    layer_norms = fuse_layer_norms(lean)
+    layers = encoder_weights(model)
+    counts = lean_encoder(lean, layers)
+    onnx.save(lean, str(path))
+    return {"layers": len(layers), "layer_norms": layer_norms, **counts}
 
 
 # The fused graph's contrib ops (SkipLayerNormalization, FastGelu) have no type information
@@ -184,6 +241,7 @@ class TextClassifierModule(tf.Module):
         self.tokenizer = InGraphTokenizer(vocab, max_len=max_len, lowercase=lowercase,
                                           truncation=truncation)
         text = tf.TensorSpec([None], tf.string, name="text")
+        self.serve_ids = tf.function(self._ids, input_signature=_signature())
         if pairs:
             self.serve = tf.function(self._pair, input_signature=[
                 text, tf.TensorSpec([None], tf.string, name="text_pair")])
@@ -199,6 +257,10 @@ class TextClassifierModule(tf.Module):
             return {self.output: out}
         return {"logits": out, "probabilities": tf.nn.softmax(out, axis=-1)}
 
+    def _ids(self, input_ids, attention_mask, token_type_ids):
+        return self._outputs({"input_ids": input_ids, "attention_mask": attention_mask,
+                              "token_type_ids": token_type_ids})
+
     def _single(self, text):
         return self._outputs(self.tokenizer(text))
 
@@ -209,4 +271,5 @@ class TextClassifierModule(tf.Module):
 def export_savedmodel(model, directory: Path, vocab: list[str], max_len: int, lowercase: bool,
                       pairs: bool, truncation: str = "head", output: str = "logits") -> None:
     module = TextClassifierModule(model, vocab, max_len, lowercase, pairs, truncation, output)
-    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve,
+                                                            "ids": module.serve_ids})
