@@ -159,3 +159,20 @@ def latency_ms(run: Callable, inputs_b1, inputs_b32, repeats: int = 20) -> dict:
             times.append((time.perf_counter() - started) * 1000)
         out[key] = round(float(np.median(times)), 2)
     return out
+
+
+def best_of_rounds_ms(runs: list[Callable], inputs: dict, rounds: int = 5,
+                      repeats: int = 10) -> list[float]:
+    """Each runner's best round (median of `repeats` calls), the runners taking turns: two
+    builds compared this way see the same drift of a shared host's speed."""
+    best = [float("inf")] * len(runs)
+    for _ in range(rounds):
+        for i, run in enumerate(runs):
+            run(inputs)
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                run(inputs)
+                times.append((time.perf_counter() - started) * 1000)
+            best[i] = min(best[i], float(np.median(times)))
+    return [round(t, 2) for t in best]

@@ -187,3 +187,17 @@ def test_strict_reading_is_what_finetuning_uses_and_plain_reading_skips(conll_sl
     report = ReadReport()
     assert [s.words for s in read_tagged(bad, report)] == [["Peter"]]
     assert report.bad_records == 1
+
+
+def test_ner_distillation_from_the_run_it_starts_from_brings_the_student_to_the_teacher(
+        ner_run, conll_slice, tmp_path):
+    out = tmp_path / "student"
+    assert main(["finetune", "--config", "configs/finetune/conll2003.yaml", "--init",
+                 str(ner_run), "--out", str(out), "--train", str(conll_slice["train"]),
+                 "--eval", str(conll_slice["valid"]), "--set", "task.test=null", *TINY_FT,
+                 "--set", f"method.distill_from={ner_run}",
+                 "--set", "method.distill_alpha=0.9"]) == 0
+    kd = json.loads((out / "metrics.json").read_text())["distillation"]
+    # KD loss over the scored positions (first sub-tokens): a new random head starts far
+    # from the teacher's tags and ends close.
+    assert kd["kd_loss_eval_after"] < 0.5 * kd["kd_loss_eval_before"], kd

@@ -73,7 +73,8 @@ def batched(x: dict, y: np.ndarray | None, batch: int, shuffle: bool, seed: int,
         ds = ds.apply(tf.data.experimental.assert_cardinality(int(np.ceil(sizes / batch).sum())))
     else:
         ds = ds.batch(batch)
-    per_token = y is not None and y.ndim == 2 and y.shape[1] == x["token_ids"].shape[1]
+    # per token: tag ids [n, len], or tag ids + a teacher's logits [n, len, 1 + labels]
+    per_token = y is not None and y.ndim in (2, 3) and y.shape[1] == x["token_ids"].shape[1]
 
     def trim(features, labels=None):
         # Pad to the batch's longest row, not max_len: most sentences are short.

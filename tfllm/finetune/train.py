@@ -40,6 +40,15 @@ from tfllm.data.tasks import (
 from tfllm.errors import InputError
 from tfllm.finetune.adversarial import FGMTrainer
 from tfllm.finetune.augment import AugmentConfig, augment_texts
+from tfllm.finetune.distill import (
+    DistillationLoss,
+    DistillConfig,
+    cached_teacher_logits,
+    distillation_targets,
+    first_columns_accuracy,
+    load_teacher,
+)
+from tfllm.finetune.distill import check as check_distill
 from tfllm.finetune.features import (
     batched,
     classification_features,
@@ -97,13 +106,17 @@ class ModelConfig:
 @dataclass
 class MethodConfig:
     """What trains: `full`, `freeze` (embeddings + first `freeze_layers` layers) or `lora`
-    (query/value adapters + pooler + head); FGM adversarial training combines with each."""
+    (query/value adapters + pooler + head); FGM adversarial training and distillation from a
+    teacher run (`tfllm.finetune.distill`) combine with each."""
 
     name: str = "full"
     freeze_layers: int = 0
     lora_rank: int = 8
     lora_alpha: float = 16.0
     fgm_epsilon: float = 0.0  # > 0 turns FGM on
+    distill_from: str | None = None  # a fine-tuned RUN_DIR: its logits become soft targets
+    distill_alpha: float = 0.5  # weight of the soft (teacher) term
+    distill_temperature: float = 2.0
 
 
 @dataclass
@@ -247,11 +260,62 @@ class EvalMetric(keras.callbacks.Callback):
             logs[f"val_{self.name}"] = self.score()
 
 
+class Distillation:
+    """The teacher's side of a fine-tune with `method.distill_from`: targets that carry its
+    logits, the loss and metric that read them, and the KD loss on the eval split."""
+
+    def __init__(self, cfg: FinetuneConfig, names: list[str], tokenizer_dir: Path,
+                 tagging: bool) -> None:
+        method = cfg.method
+        self.cfg, self.tagging = cfg, tagging
+        self.settings = DistillConfig(method.distill_from, method.distill_alpha,
+                                      method.distill_temperature)
+        self.teacher, self.tokenizer = load_teacher(self.settings, names,
+                                                    tokenizer_dir / "vocab.txt")
+        if tagging and self.tokenizer is None:
+            raise InputError(f"method.distill_from={method.distill_from}: a token classifier "
+                             "teacher needs the student's vocabulary (positions must align)")
+        self.loss = DistillationLoss(len(names), self.settings.temperature,
+                                     self.settings.alpha, tagging,
+                                     cfg.train.label_smoothing)
+
+    def logits(self, model, examples: list, features: dict, tokenizer) -> np.ndarray:
+        if self.tagging:
+            return predict_token_logits(model, features)
+        return predict_logits(model, tokenizer, examples, self.cfg.task.max_len,
+                              truncation=self.cfg.task.truncation)
+
+    def teacher_logits(self, examples: list, features: dict, cache: Path | None = None
+                       ) -> np.ndarray:
+        from tfllm_serving.wordpiece import load_tokenizer
+
+        tokenizer = self.tokenizer or load_tokenizer(Path(self.settings.distill_from) /
+                                                     "tokenizer")
+        compute = lambda: self.logits(self.teacher, examples, features, tokenizer)  # noqa: E731
+        return cached_teacher_logits(cache, compute) if cache else compute()
+
+    def targets(self, labels: np.ndarray, teacher_logits: np.ndarray) -> np.ndarray:
+        return distillation_targets(labels, teacher_logits, self.tagging)
+
+    def kd_loss(self, student: np.ndarray, teacher: np.ndarray, labels: np.ndarray) -> float:
+        """Mean soft term over eval rows (NER: over scored positions)."""
+        per_row = np.asarray(self.loss.soft(teacher, student.astype("float32")))
+        if self.tagging:
+            return float(per_row[labels != IGNORE].mean())
+        return float(per_row.mean())
+
+
 def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = False) -> dict:
     """Fine-tune, evaluate and write RUN_DIR; resume from checkpoints/ if unfinished."""
     task, method = cfg.task, cfg.method
     if task.type not in TASKS:
         raise InputError(f"task.type must be one of {', '.join(TASKS)}, not {task.type!r}")
+    if method.distill_from:
+        if task.type == "embedding" or cfg.train.class_weights:
+            raise InputError("method.distill_from is for classification and NER, without "
+                             "train.class_weights")
+        check_distill(DistillConfig(method.distill_from, method.distill_alpha,
+                                    method.distill_temperature))
     if task.type == "embedding":
         from tfllm.embeddings.train import finetune_embedder
 
@@ -312,6 +376,19 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
         compiled_metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
         one_hot = np.eye(len(names), dtype="float32")
         target, monitor = (one_hot[y_train], one_hot[y_eval]), "val_accuracy"
+    distill = None
+    if method.distill_from:
+        distill = Distillation(cfg, names, Path(checkpoint.tokenizer_dir), tagging)
+        teacher_train = distill.teacher_logits(train, x_train, out / "checkpoints" /
+                                               "teacher_logits.npy")
+        teacher_eval = distill.teacher_logits(evaluation, x_eval)
+        student_eval = distill.logits(model, evaluation, x_eval, tokenizer)
+        kd_before = distill.kd_loss(student_eval, teacher_eval, y_eval)
+        target = (distill.targets(target[0], teacher_train),
+                  distill.targets(target[1], teacher_eval))
+        loss = distill.loss
+        if not tagging:
+            compiled_metrics = [first_columns_accuracy(len(names))]
     train_ds = batched(x_train, target[0], cfg.train.batch_size, True, cfg.train.seed,
                        by_length=cfg.train.bucket_by_length)
     eval_ds = batched(x_eval, target[1], 64, False, 0)
@@ -369,6 +446,13 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
         "trainable_params": trainable_count(model), "total_params": int(model.count_params()),
         **({"decoding": task.decoding} if tagging else {}),
     })
+    if distill:
+        metrics["distillation"] = {
+            "teacher": method.distill_from, "alpha": method.distill_alpha,
+            "temperature": method.distill_temperature,
+            "kd_loss_eval_before": round(kd_before, 6),
+            "kd_loss_eval_after": round(distill.kd_loss(distill.logits(
+                model, evaluation, x_eval, tokenizer), teacher_eval, y_eval), 6)}
     if test:
         if not quiet:
             print(f"scoring {len(test):,} test examples")
