@@ -160,7 +160,7 @@ def main() -> None:
     rows = [["TF SavedModel, ids in (baseline)", f"{base_size / 1e6:.1f}", "",
              f"{report['reference']['value'] * 100:.2f}", "", f"{base['b1']:.2f}",
              f"{base['b32']:.1f}", "1.00", "1.00", ""]]
-    rows += [row(fmt + (" (ids signature)" if fmt == "savedmodel" else ""), fmt, entry)
+    rows += [row(fmt + (" (token_ids signature)" if fmt == "savedmodel" else ""), fmt, entry)
              for fmt, entry in entries.items()]
     rows += [row(label, label, None) for label in runners if label not in entries
              and label != "baseline"]

@@ -2,7 +2,7 @@
 
 - `savedmodel`: raw strings in (`text` [+ `text_pair`]), tokenization in the graph
   (tensorflow-text), `logits` and `probabilities` out; written at the version folder's
-  root so TF Serving loads the folder as it is. A second signature, `ids`, takes the ONNX
+  root so TF Serving loads the folder as it is. A second signature, `token_ids`, takes the ONNX
   inputs (for clients that tokenize, and to time it like for like with the other formats).
 - `onnx`: int32 `input_ids`, `attention_mask`, `token_type_ids` with dynamic batch and
   sequence axes -> `logits`, converted with tf2onnx from a concrete function with an
@@ -272,4 +272,4 @@ def export_savedmodel(model, directory: Path, vocab: list[str], max_len: int, lo
                       pairs: bool, truncation: str = "head", output: str = "logits") -> None:
     module = TextClassifierModule(model, vocab, max_len, lowercase, pairs, truncation, output)
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve,
-                                                            "ids": module.serve_ids})
+                                                            "token_ids": module.serve_ids})

@@ -78,10 +78,10 @@ def savedmodel_runner(directory: Path, output: str = "logits"
 
 def savedmodel_ids_runner(directory: Path, output: str = "logits"
                           ) -> Callable[[dict], np.ndarray]:
-    """The SavedModel's `ids` signature: the ONNX artifacts' inputs, for like-for-like timing."""
+    """The SavedModel's `token_ids` signature: the ONNX artifacts' inputs, for like-for-like timing."""
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(directory)).signatures["ids"]
+    serve = tf.saved_model.load(str(directory)).signatures["token_ids"]
 
     def run(features: dict) -> np.ndarray:
         return serve(**{k: tf.constant(v, tf.int32) for k, v in features.items()})[output].numpy()

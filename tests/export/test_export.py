@@ -123,7 +123,7 @@ def test_savedmodel_answers_raw_strings_with_the_keras_probabilities(exported, r
                             [Example(t, "0") for t in texts], 48)
     np.testing.assert_allclose(got["probabilities"].numpy(),
                                tf.nn.softmax(logits).numpy(), atol=1e-5)
-    ids = tf.saved_model.load(str(exported)).signatures["ids"]
+    ids = tf.saved_model.load(str(exported)).signatures["token_ids"]
     features = encode_batch(load_tokenizer(run_dir / "tokenizer"), texts, max_len=48)
     np.testing.assert_allclose(ids(**{k: tf.constant(v) for k, v in features.items()})[
         "logits"].numpy(), logits, atol=1e-5)
