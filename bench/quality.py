@@ -78,6 +78,10 @@ RUNS: dict[str, tuple[str, list[str], str, str]] = {
                                    "method.freeze_layers=3"], "dev accuracy", "report"),
     "sst2-slice-fgm": ("sst2", ["train.epochs=2", "train.learning_rate=1e-4",
                                 "method.fgm_epsilon=1.0"], "dev accuracy", "report"),
+    # distillation from the full-data SST-2 run (RUN: = a run under --out, trained first)
+    "sst2-slice-distill": ("sst2", ["train.epochs=2", "train.learning_rate=1e-4",
+                                    "method.distill_from=RUN:sst2-sel-2ep"], "dev accuracy",
+                           "report"),
     "sst2-slice-random": ("sst2", ["train.epochs=2", "model.size=l6h384",
                                    "model.tokenizer=MINILM", "train.learning_rate=1e-4"],
                           "dev accuracy", "below MiniLM init"),
@@ -128,7 +132,7 @@ def command(name: str, out: Path) -> list[str]:
     cmd = ["tfllm", "finetune", "--config", f"configs/finetune/{config}.yaml", "--init", init,
            "--out", str(out / name)]
     for value in sets:
-        cmd += ["--set", value.replace("JOINED:", f"{out}/")]
+        cmd += ["--set", value.replace("JOINED:", f"{out}/").replace("RUN:", f"{out}/")]
     return cmd
 
 
