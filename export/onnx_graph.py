@@ -212,7 +212,8 @@ class _Index:
 
     def after_bias(self, name: str, bias: np.ndarray) -> str | None:
         """Where a projection's output `name` ends: past its shape-only ops and the Add of
-        `bias`; None without that Add or when a result on the way has other users."""
+        `bias`; None without that Add (unless the bias is zero) or when a result on the way
+        has other users."""
         bias_added = False
         while len(self.consumers[name]) == 1:
             node = self.consumers[name][0]
@@ -224,7 +225,8 @@ class _Index:
                 break
             bias_added |= is_bias
             name = node.output[0]
-        return name if bias_added else None
+        # onnxruntime's folding drops an Add of zeros (a freshly initialised layer's bias)
+        return name if bias_added or not bias.any() else None
 
     def dense(self, kernel: np.ndarray, bias: np.ndarray) -> tuple[str, str] | None:
         """(input, output) of the dense projection with these weights, or None."""

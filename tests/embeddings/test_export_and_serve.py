@@ -18,6 +18,9 @@ def test_the_gate_scores_spearman_and_cosines_and_the_version_says_embedding(tin
     version = tiny_embedder["repo"] / "emb" / "1"
     report = json.loads((version / "export_report.json").read_text())
     assert report["reference"]["metric"] == "spearman" and report["passed"]
+    graph = report["onnx_graph"]  # the lean rewrite took every block of the embedder too
+    assert graph["attention"] == graph["layers"] and graph["feed_forward_dense"] == 2 * graph[
+        "layers"]
     (onnx,) = report["artifacts"]
     # random weights put every cosine near 1, so float noise may swap a few close ranks
     assert onnx["min_cosine"] > 0.99999 and abs(onnx["metric_delta"]) < 0.05

@@ -33,6 +33,9 @@ def test_a_ner_tagger_exports_every_fp32_format_within_the_gate_and_serves_word_
                  "--formats", "savedmodel,onnx,tflite,onnx-int8"]) == 0
     report = json.loads((version / "export_report.json").read_text())
     assert report["reference"]["metric"] == "entity_f1" and report["passed"]
+    graph = report["onnx_graph"]  # the lean rewrite took every block of the tagger too
+    assert graph["attention"] == graph["layers"] and graph["feed_forward_dense"] == 2 * graph[
+        "layers"]
     for entry in report["artifacts"]:
         assert entry["label_agreement"] >= 0.98, entry
         if entry["format"] != "onnx-int8":
