@@ -106,22 +106,61 @@ def first_columns_accuracy(num_classes: int) -> keras.metrics.Metric:
     return keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
 
 
-def load_teacher(cfg: DistillConfig, names: list[str], student_vocab: Path) -> tuple[Any, Any]:
-    """The teacher's Keras model and tokenizer; its labels must be the student's, in order."""
-    from tfllm_serving.wordpiece import load_tokenizer
+class Teacher:
+    """The teacher run's side of a fine-tune with `method.distill_from`: its logits (over the
+    training set once, cached), the targets that carry them, the loss that reads them, and the
+    KD loss on the eval split. Its labels must be the student's, in order; a token classifier
+    teacher also needs the student's vocabulary (positions must align), a classifier teacher
+    with another vocabulary re-tokenizes the texts with its own. Used by
+    `tfllm.finetune.train.finetune`; the module docstring runs the loss."""
 
-    from tfllm.models.run_dir import load_run_model
+    def __init__(self, settings: DistillConfig, names: list[str], student_vocab: Path,
+                 tagging: bool, max_len: int, truncation: str = "head",
+                 label_smoothing: float = 0.0) -> None:
+        from tfllm_serving.wordpiece import load_tokenizer
 
-    check(cfg)
-    run = Path(cfg.distill_from)
-    teacher_names = json.loads((run / "labels.json").read_text())
-    if teacher_names != names:
-        raise InputError(f"method.distill_from={run}: its labels {teacher_names} differ from "
-                         f"the training data's {names}")
-    tokenizer = load_tokenizer(run / "tokenizer")
-    if (run / "tokenizer" / "vocab.txt").read_text() != student_vocab.read_text():
-        tokenizer = None  # another vocabulary: classification re-tokenizes for the teacher
-    return load_run_model(run), tokenizer
+        from tfllm.models.run_dir import load_run_model
+
+        check(settings)
+        run = Path(settings.distill_from)
+        teacher_names = json.loads((run / "labels.json").read_text())
+        if teacher_names != names:
+            raise InputError(f"method.distill_from={run}: its labels {teacher_names} differ "
+                             f"from the training data's {names}")
+        same_vocab = (run / "tokenizer" / "vocab.txt").read_text() == student_vocab.read_text()
+        if tagging and not same_vocab:
+            raise InputError(f"method.distill_from={run}: a token classifier teacher needs the "
+                             "student's vocabulary (positions must align)")
+        self.model, self.tokenizer = load_run_model(run), load_tokenizer(run / "tokenizer")
+        self.tagging = tagging
+        self.max_len, self.truncation = max_len, truncation
+        self.loss = DistillationLoss(len(names), settings.temperature, settings.alpha, tagging,
+                                     label_smoothing)
+
+    def logits(self, model: Any, examples: list, features: dict, tokenizer: Any) -> np.ndarray:
+        """`model`'s logits (teacher or student) for examples / their student features."""
+        from tfllm.finetune.features import predict_logits, predict_token_logits
+
+        if self.tagging:
+            return predict_token_logits(model, features)
+        return predict_logits(model, tokenizer, examples, self.max_len,
+                              truncation=self.truncation)
+
+    def teacher_logits(self, examples: list, features: dict, cache: Path | None = None
+                       ) -> np.ndarray:
+        compute = lambda: self.logits(self.model, examples, features,  # noqa: E731
+                                      self.tokenizer)
+        return cached_teacher_logits(cache, compute) if cache else compute()
+
+    def targets(self, labels: np.ndarray, teacher_logits: np.ndarray) -> np.ndarray:
+        return distillation_targets(labels, teacher_logits, self.tagging)
+
+    def kd_loss(self, student: np.ndarray, teacher: np.ndarray, labels: np.ndarray) -> float:
+        """Mean soft term over eval rows (NER: over scored positions)."""
+        per_row = np.asarray(self.loss.soft(teacher, student.astype("float32")))
+        if self.tagging:
+            return float(per_row[labels != IGNORE].mean())
+        return float(per_row.mean())
 
 
 def cached_teacher_logits(cache: Path, compute) -> np.ndarray:

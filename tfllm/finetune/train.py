@@ -40,14 +40,7 @@ from tfllm.data.tasks import (
 from tfllm.errors import InputError
 from tfllm.finetune.adversarial import FGMTrainer
 from tfllm.finetune.augment import AugmentConfig, augment_texts
-from tfllm.finetune.distill import (
-    DistillationLoss,
-    DistillConfig,
-    cached_teacher_logits,
-    distillation_targets,
-    first_columns_accuracy,
-    load_teacher,
-)
+from tfllm.finetune.distill import DistillConfig, Teacher, first_columns_accuracy
 from tfllm.finetune.distill import check as check_distill
 from tfllm.finetune.features import (
     batched,
@@ -260,51 +253,6 @@ class EvalMetric(keras.callbacks.Callback):
             logs[f"val_{self.name}"] = self.score()
 
 
-class Distillation:
-    """The teacher's side of a fine-tune with `method.distill_from`: targets that carry its
-    logits, the loss and metric that read them, and the KD loss on the eval split."""
-
-    def __init__(self, cfg: FinetuneConfig, names: list[str], tokenizer_dir: Path,
-                 tagging: bool) -> None:
-        method = cfg.method
-        self.cfg, self.tagging = cfg, tagging
-        self.settings = DistillConfig(method.distill_from, method.distill_alpha,
-                                      method.distill_temperature)
-        self.teacher, self.tokenizer = load_teacher(self.settings, names,
-                                                    tokenizer_dir / "vocab.txt")
-        if tagging and self.tokenizer is None:
-            raise InputError(f"method.distill_from={method.distill_from}: a token classifier "
-                             "teacher needs the student's vocabulary (positions must align)")
-        self.loss = DistillationLoss(len(names), self.settings.temperature,
-                                     self.settings.alpha, tagging,
-                                     cfg.train.label_smoothing)
-
-    def logits(self, model, examples: list, features: dict, tokenizer) -> np.ndarray:
-        if self.tagging:
-            return predict_token_logits(model, features)
-        return predict_logits(model, tokenizer, examples, self.cfg.task.max_len,
-                              truncation=self.cfg.task.truncation)
-
-    def teacher_logits(self, examples: list, features: dict, cache: Path | None = None
-                       ) -> np.ndarray:
-        from tfllm_serving.wordpiece import load_tokenizer
-
-        tokenizer = self.tokenizer or load_tokenizer(Path(self.settings.distill_from) /
-                                                     "tokenizer")
-        compute = lambda: self.logits(self.teacher, examples, features, tokenizer)  # noqa: E731
-        return cached_teacher_logits(cache, compute) if cache else compute()
-
-    def targets(self, labels: np.ndarray, teacher_logits: np.ndarray) -> np.ndarray:
-        return distillation_targets(labels, teacher_logits, self.tagging)
-
-    def kd_loss(self, student: np.ndarray, teacher: np.ndarray, labels: np.ndarray) -> float:
-        """Mean soft term over eval rows (NER: over scored positions)."""
-        per_row = np.asarray(self.loss.soft(teacher, student.astype("float32")))
-        if self.tagging:
-            return float(per_row[labels != IGNORE].mean())
-        return float(per_row.mean())
-
-
 def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = False) -> dict:
     """Fine-tune, evaluate and write RUN_DIR; resume from checkpoints/ if unfinished."""
     task, method = cfg.task, cfg.method
@@ -378,7 +326,10 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
         target, monitor = (one_hot[y_train], one_hot[y_eval]), "val_accuracy"
     distill = None
     if method.distill_from:
-        distill = Distillation(cfg, names, Path(checkpoint.tokenizer_dir), tagging)
+        distill = Teacher(DistillConfig(method.distill_from, method.distill_alpha,
+                                        method.distill_temperature), names,
+                          Path(checkpoint.tokenizer_dir) / "vocab.txt", tagging, task.max_len,
+                          task.truncation, cfg.train.label_smoothing)
         teacher_train = distill.teacher_logits(train, x_train, out / "checkpoints" /
                                                "teacher_logits.npy")
         teacher_eval = distill.teacher_logits(evaluation, x_eval)
