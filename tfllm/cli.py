@@ -94,6 +94,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from tfllm.compression.prune import PruneConfig, prune
+
+    prune(args.model, args.out, PruneConfig(
+        ffn_keep=args.ffn_keep, heads_keep=args.heads_keep, layers=args.layers,
+        sparsity=args.sparsity, distill=args.distill,
+        importance_examples=args.importance_examples), args.overrides)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tfllm.finetune.inference import evaluate_run
 
@@ -285,6 +295,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-pair-column", help="name or index (sentence-pair tasks)")
     p.add_argument("--label-column", help="name or index")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("prune", help="a smaller model from a fine-tuned run (heads, neurons, "
+                       "layers; or magnitude sparsity), fine-tuned back on its data")
+    p.add_argument("--model", required=True, metavar="RUN_DIR", help="a fine-tuned RUN_DIR")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="the pruned run; re-running the same command resumes its recovery")
+    p.add_argument("--ffn-keep", type=float, default=1.0, metavar="SHARE",
+                   help="share of feed-forward neurons kept in every layer (default 1.0)")
+    p.add_argument("--heads-keep", type=int, metavar="N", help="attention heads kept per layer")
+    p.add_argument("--layers", type=int, metavar="N", help="encoder layers kept")
+    p.add_argument("--sparsity", type=float, default=0.0, metavar="S",
+                   help="unstructured: zero the smallest S of each encoder matrix (smaller "
+                        "compressed files, no speed from dense kernels)")
+    p.add_argument("--distill", action="store_true",
+                   help="recovery also learns the unpruned run's logits (method.distill_from)")
+    p.add_argument("--importance-examples", type=int, default=1024, metavar="N",
+                   help="training rows importance is measured on (default 1024)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE",
+                   help="override the run's config for recovery (e.g. train.epochs=1)")
+    p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("evaluate", help="metrics of a fine-tuned RUN_DIR on a labelled file")
     p.add_argument("--model", required=True, metavar="RUN_DIR")

@@ -27,6 +27,7 @@ import numpy as np
 from tfllm_serving.tagging import decode_tags
 from tfllm_serving.wordpiece import is_lowercase, load_tokenizer, read_vocab
 
+from tfllm.compression.sparsity import keep_zeros
 from tfllm.data.readers import ReadReport
 from tfllm.data.tasks import (
     Example,
@@ -110,6 +111,8 @@ class MethodConfig:
     distill_from: str | None = None  # a fine-tuned RUN_DIR: its logits become soft targets
     distill_alpha: float = 0.5  # weight of the soft (teacher) term
     distill_temperature: float = 2.0
+    # encoder weights that are exactly zero at init (`tfllm prune --sparsity`) stay zero
+    keep_sparsity: bool = False
 
 
 @dataclass
@@ -187,6 +190,37 @@ def _augmented(train: list[Example], cfg: AugmentConfig) -> list[Example]:
             for e, row in zip(train, copies, strict=True) for text in row]
 
 
+def task_data(cfg: FinetuneConfig) -> tuple[list, list, list | None, list[str]]:
+    """The task's training rows (augmented ones included), eval and test rows (examples, or
+    CoNLL sentences for NER) and its label names, every label checked."""
+    task = cfg.task
+    if task.type == "token_classification":
+        train, evaluation, test = _load_sentences(task)
+        names = label_set([tag for s in train for tag in s.tags])
+        check_decoding(train, task.decoding)
+    else:
+        train, evaluation, test = _load_examples(task)
+        names = label_set([e.label for e in train])
+        train = train + _augmented(train, cfg.augment)
+    if len(names) < 2:
+        raise InputError(f"{task.train}: only one label ({names[0]!r}) in the training data")
+    check_known_labels(evaluation, names, "eval")
+    if test:
+        check_known_labels(test, names, "test")
+    return train, evaluation, test, names
+
+
+def encode_examples(tokenizer, examples: list, task: TaskConfig,
+                    index: dict[str, int]) -> tuple[dict, np.ndarray]:
+    """Model inputs and integer labels (per token for NER, IGNORE off first word pieces)."""
+    if task.type == "token_classification":
+        enc = encode_tagged(tokenizer, [s.words for s in examples],
+                            [s.tags for s in examples], index, task.max_len)
+        return keras_inputs(enc), enc["labels"]
+    x = classification_features(tokenizer, examples, task.max_len, task.truncation)
+    return x, np.array([index[e.label] for e in examples])
+
+
 def load_start(cfg: FinetuneConfig, init: str, out: Path) -> tuple[Checkpoint, Any]:
     """The seeded starting point of a fine-tune: `--init`'s checkpoint (or a random backbone of
     `model.size` for `none`), its tokenizer files copied into `out`, and the tokenizer."""
@@ -221,6 +255,8 @@ def apply_method(method: MethodConfig, backbone) -> None:
         if method.lora_rank < 1:
             raise InputError(f"method.lora_rank must be >= 1, got {method.lora_rank}")
         enable_lora(backbone, method.lora_rank, method.lora_alpha)
+    if method.keep_sparsity:
+        keep_zeros(backbone)
 
 
 def score_examples(model, tokenizer, examples: list, names: list[str], task: TaskConfig,
@@ -280,19 +316,7 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
         raise InputError(f"{out} already holds a finished run (metrics.json); choose another --out")
 
     # 1. Data: read, check labels, augment the training split only.
-    if tagging:
-        train, evaluation, test = _load_sentences(task)
-        names = label_set([tag for s in train for tag in s.tags])
-        check_decoding(train, task.decoding)
-    else:
-        train, evaluation, test = _load_examples(task)
-        names = label_set([e.label for e in train])
-        train = train + _augmented(train, cfg.augment)
-    if len(names) < 2:
-        raise InputError(f"{task.train}: only one label ({names[0]!r}) in the training data")
-    check_known_labels(evaluation, names, "eval")
-    if test:
-        check_known_labels(test, names, "test")
+    train, evaluation, test, names = task_data(cfg)
     index = {name: i for i, name in enumerate(names)}
 
     # 2. Model: checkpoint (its tokenizer comes with it) + head + method switches.
@@ -305,16 +329,8 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     apply_method(method, backbone)
 
     # 3. Features and losses.
-    def encode(examples: list) -> tuple[dict, np.ndarray]:
-        if tagging:
-            enc = encode_tagged(tokenizer, [s.words for s in examples],
-                                [s.tags for s in examples], index, task.max_len)
-            return keras_inputs(enc), enc["labels"]
-        x = classification_features(tokenizer, examples, task.max_len, task.truncation)
-        return x, np.array([index[e.label] for e in examples])
-
-    x_train, y_train = encode(train)
-    x_eval, y_eval = encode(evaluation)
+    x_train, y_train = encode_examples(tokenizer, train, task, index)
+    x_eval, y_eval = encode_examples(tokenizer, evaluation, task, index)
     if tagging:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE)
         compiled_metrics, target, monitor = [], (y_train, y_eval), "val_entity_f1"

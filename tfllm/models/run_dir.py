@@ -29,32 +29,38 @@ def save_run_dir(out: Path, model: Any, backbone: Any, tokenizer_dir: Path, conf
     """Write every RUN_DIR file; `backbone/` is a keras-hub preset with its BertTokenizer,
     so it loads with `from_preset` and works as `--init`; `task` (a keras-hub task with its
     preprocessor) also goes to `preset/`."""
-    from tfllm.models.presets import keras_hub_tokenizer
-
     tmp_model = out / ".model.tmp.keras"
     model.save(tmp_model)
     tmp_model.replace(out / "model.keras")
-    tokenizer = keras_hub_tokenizer(read_vocab(tokenizer_dir / "vocab.txt"),
-                                    is_lowercase(load_tokenizer(tokenizer_dir)))
-
-    def save_preset(name: str, save) -> None:
-        tmp = out / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save(str(tmp))
-        shutil.rmtree(out / name, ignore_errors=True)
-        tmp.rename(out / name)
-
-    save_preset("backbone", lambda path: (backbone.save_to_preset(path),
-                                          tokenizer.save_to_preset(path)))
+    save_init(out, backbone, tokenizer_dir)
     if task is not None:
-        save_preset("preset", task.save_to_preset)
-    if tokenizer_dir.resolve() != (out / "tokenizer").resolve():
-        shutil.rmtree(out / "tokenizer", ignore_errors=True)
-        shutil.copytree(tokenizer_dir, out / "tokenizer")
+        _save_preset(out, "preset", task.save_to_preset)
     if labels is not None:
         (out / "labels.json").write_text(json.dumps(labels) + "\n")
     save_config(config, out / "config.yaml")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+
+def save_init(out: Path, backbone: Any, tokenizer_dir: Path) -> None:
+    """`out/backbone/` (keras-hub preset with its BertTokenizer) and `out/tokenizer/`: what
+    `--init` needs of a folder."""
+    from tfllm.models.presets import keras_hub_tokenizer
+
+    tokenizer = keras_hub_tokenizer(read_vocab(tokenizer_dir / "vocab.txt"),
+                                    is_lowercase(load_tokenizer(tokenizer_dir)))
+    _save_preset(out, "backbone", lambda path: (backbone.save_to_preset(path),
+                                                tokenizer.save_to_preset(path)))
+    if tokenizer_dir.resolve() != (out / "tokenizer").resolve():
+        shutil.rmtree(out / "tokenizer", ignore_errors=True)
+        shutil.copytree(tokenizer_dir, out / "tokenizer")
+
+
+def _save_preset(out: Path, name: str, save) -> None:
+    tmp = out / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(str(tmp))
+    shutil.rmtree(out / name, ignore_errors=True)
+    tmp.rename(out / name)
 
 
 def load_run_model(run_dir: Path) -> Any:
@@ -62,6 +68,7 @@ def load_run_model(run_dir: Path) -> Any:
     preprocessor is dropped (tfllm encodes with `tfllm_serving.wordpiece`)."""
     import keras
 
+    import tfllm.models.pruned  # noqa: F401  (registers a head-pruned run's classes)
     from tfllm.models.presets import without_preprocessor
 
     return without_preprocessor(keras.saving.load_model(Path(run_dir) / "model.keras",
