@@ -18,7 +18,7 @@ from tfllm.compression.prune import (
     with_head,
 )
 from tfllm.compression.sparsity import encoder_kernels
-from tfllm.models.pruned import PrunedBertBackbone
+from tfllm.models.encoder import BertVariantBackbone
 from tfllm.models.run_dir import load_run_model
 
 RECOVERY = ["--set", "train.epochs=1", "--importance-examples", "64"]
@@ -44,7 +44,7 @@ def test_slicing_everything_keeps_the_outputs_and_one_head_less_equals_a_zeroed_
     # dropping head 1 of each layer is the same as zeroing what it adds to the attention output
     one_head = with_head(model, slice_backbone(
         backbone, Shape([0, 1], [[0], [0]], [list(range(512))] * 2)), tagging=False)
-    assert isinstance(one_head.backbone, PrunedBertBackbone)
+    assert isinstance(one_head.backbone, BertVariantBackbone)
     for layer in backbone.transformer_layers:
         output = layer._self_attention_layer._output_dense.kernel
         zeroed = np.asarray(output).copy()
@@ -98,7 +98,7 @@ def test_structured_prune_with_distillation_gives_a_smaller_run_that_exports_thr
     assert metrics["init"] == str(out / "pruned_init")
 
     model = load_run_model(out)  # a fresh load: the pruned classes come back by name
-    assert isinstance(model.backbone, PrunedBertBackbone)
+    assert isinstance(model.backbone, BertVariantBackbone)
     assert encoder_macs(model.backbone, 128) == report["macs_at_128"]["after"]
 
     repo = tmp_path / "repo"

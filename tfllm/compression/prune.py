@@ -5,7 +5,7 @@ and attention head by first-order Taylor importance (Molchanov et al. 2019: per 
 training data, the squared sum of gradient x weight over the group's weights, summed over
 batches) and every layer by the loss of the model with that layer left out -> keep the best,
 the same count in every layer, so the result is an ordinary `BertBackbone` (a
-`PrunedBertBackbone` when heads go: keras-hub ties head size to hidden / heads) ->
+`BertVariantBackbone` when heads go: keras-hub ties head size to hidden / heads) ->
 optionally zero the smallest weights (`sparsity`) -> write that backbone as an init
 (`OUT/pruned_init/`) and score it -> `tfllm finetune` from it on the run's own data and
 recipe, distilling from the unpruned run with `distill` -> OUT is a RUN_DIR like any other,
@@ -45,7 +45,7 @@ from tfllm.finetune.train import (
     score_examples,
     task_data,
 )
-from tfllm.models.pruned import PrunedBertBackbone
+from tfllm.models.encoder import BertVariantBackbone
 from tfllm.models.run_dir import load_run_model, save_init
 from tfllm.models.tagger import build_token_classifier
 
@@ -237,7 +237,7 @@ def slice_backbone(backbone: Any, shape: Shape) -> Any:
     if num_heads * head_dim == backbone.hidden_dim:
         small = keras_hub.models.BertBackbone(**sizes)
     else:
-        small = PrunedBertBackbone(head_dim=head_dim, **sizes)
+        small = BertVariantBackbone(head_dim=head_dim, **sizes)
     for name in ("token_embedding", "position_embedding", "segment_embedding",
                  "embeddings_layer_norm", "pooled_dense"):
         getattr(small, name).set_weights(getattr(backbone, name).get_weights())

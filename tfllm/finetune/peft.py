@@ -1,18 +1,23 @@
-"""Parameter-efficient fine-tuning switches: freezing and LoRA on a keras-hub BertBackbone.
+"""Parameter-efficient fine-tuning switches on a keras-hub BertBackbone: freezing, LoRA, and
+bottleneck adapters.
 
 Example:
 
 >>> from tfllm.models.backbone import BackboneConfig, build_backbone
->>> from tfllm.finetune.peft import enable_lora, trainable_count
->>> backbone = build_backbone(BackboneConfig(num_layers=2, hidden_dim=32, num_heads=2,
-...                                          intermediate_dim=64), vocab_size=100)
+>>> from tfllm.finetune.peft import enable_lora, trainable_count, with_adapters
+>>> config = BackboneConfig(num_layers=2, hidden_dim=32, num_heads=2, intermediate_dim=64)
+>>> backbone = build_backbone(config, vocab_size=100)
 >>> enable_lora(backbone, rank=4, alpha=8.0)
 >>> 0 < trainable_count(backbone) < backbone.count_params() // 2
 True
+>>> adapted = with_adapters(build_backbone(config, vocab_size=100), size=4)
+>>> sorted({w.path.split("/")[1] for w in adapted.trainable_weights if "adapter" in w.path})
+['feedforward_adapter', 'self_attention_adapter']
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +45,53 @@ def enable_lora(backbone: Any, rank: int, alpha: float | None = None) -> None:
             if layer.bias is not None:  # keras-hub leaves the biases training; LoRA does not
                 layer.bias.trainable = False
     backbone.get_layer("pooled_dense").trainable = True
+
+
+def with_adapters(backbone: Any, size: int) -> Any:
+    """A copy of `backbone` with a bottleneck adapter of `size` after the attention and the
+    feed-forward block of every layer (`tfllm.models.encoder`), the other weights copied;
+    only the adapters, the LayerNorms and the pooler train (the head is the caller's)."""
+    from tfllm.models.encoder import BertVariantBackbone
+
+    adapted = BertVariantBackbone(**{**backbone.get_config(), "adapter_size": size})
+    weights = {w.path: w for w in backbone.weights}
+    for variable in adapted.weights:
+        if variable.path in weights:
+            variable.assign(weights[variable.path])
+        elif "adapter" not in variable.path:
+            raise ValueError(f"with_adapters: no weight {variable.path} in the backbone")
+        variable.trainable = any(key in variable.path for key in _ADAPTER_TRAINS)
+    return adapted
+
+
+# what trains with adapters, by weight path (Houlsby et al. 2019 train the LayerNorms too)
+_ADAPTER_TRAINS = ("adapter/", "layer_norm/", "pooled_dense/")
+
+
+def save_trained_weights(model: Any, path: Path) -> None:
+    """The model's trainable weights alone, by path (safetensors; an adapter run's adapters,
+    LayerNorms, pooler and head), written under a temporary name and renamed."""
+    from safetensors.numpy import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({w.path: np.asarray(w) for w in model.trainable_weights}, str(tmp))
+    tmp.replace(path)
+
+
+def load_trained_weights(model: Any, path: Path) -> int:
+    """Put weights saved by `save_trained_weights` into `model` (built the same way, e.g.
+    `with_adapters` on the same base checkpoint); returns how many were set."""
+    from safetensors.numpy import load_file
+
+    saved = load_file(str(path))
+    variables = {w.path: w for w in model.weights}
+    missing = sorted(set(saved) - set(variables))
+    if missing:
+        raise ValueError(f"{path}: the model has no weight {missing[0]} "
+                         f"({len(missing)} missing)")
+    for name, value in saved.items():
+        variables[name].assign(value)
+    return len(saved)
 
 
 def trainable_count(model: Any) -> int:

@@ -51,7 +51,13 @@ from tfllm.finetune.features import (
     predict_token_logits,
 )
 from tfllm.finetune.metrics import classification_metrics, entity_metrics, save_plots
-from tfllm.finetune.peft import enable_lora, freeze, trainable_count
+from tfllm.finetune.peft import (
+    enable_lora,
+    freeze,
+    save_trained_weights,
+    trainable_count,
+    with_adapters,
+)
 from tfllm.finetune.tagging import IGNORE, check_decoding, encode_tagged
 from tfllm.models.backbone import SIZES, BackboneConfig, build_backbone
 from tfllm.models.checkpoints import Checkpoint, load_checkpoint
@@ -61,7 +67,7 @@ from tfllm.models.tagger import build_token_classifier
 from tfllm.training.optimizer import OptimizerConfig, build_optimizer
 
 TASKS = ("classification", "token_classification", "embedding")
-METHODS = ("full", "freeze", "lora")
+METHODS = ("full", "freeze", "lora", "adapter")
 
 
 @dataclass
@@ -99,14 +105,16 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    """What trains: `full`, `freeze` (embeddings + first `freeze_layers` layers) or `lora`
-    (query/value adapters + pooler + head); FGM adversarial training and distillation from a
-    teacher run (`tfllm.finetune.distill`) combine with each."""
+    """What trains: `full`, `freeze` (embeddings + first `freeze_layers` layers), `lora`
+    (query/value low-rank updates + pooler + head) or `adapter` (bottleneck adapters of
+    `adapter_size` in every layer + LayerNorms + pooler + head); FGM adversarial training and
+    distillation from a teacher run (`tfllm.finetune.distill`) combine with each."""
 
     name: str = "full"
     freeze_layers: int = 0
     lora_rank: int = 8
     lora_alpha: float = 16.0
+    adapter_size: int = 64
     fgm_epsilon: float = 0.0  # > 0 turns FGM on
     distill_from: str | None = None  # a fine-tuned RUN_DIR: its logits become soft targets
     distill_alpha: float = 0.5  # weight of the soft (teacher) term
@@ -322,6 +330,10 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     # 2. Model: checkpoint (its tokenizer comes with it) + head + method switches.
     checkpoint, tokenizer = load_start(cfg, init, out)
     backbone = checkpoint.backbone
+    if method.name == "adapter":
+        if method.adapter_size < 1:
+            raise InputError(f"method.adapter_size must be >= 1, got {method.adapter_size}")
+        backbone = with_adapters(backbone, method.adapter_size)
     if tagging:
         model = build_token_classifier(backbone, len(names), cfg.model.dropout)
     else:
@@ -428,6 +440,8 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     save_plots(out, history.history, metrics["confusion_matrix"], names)
     if method.name == "lora":
         backbone.save_lora_weights(str(out / "adapter.lora.h5"))
+    elif method.name == "adapter":
+        save_trained_weights(model, out / "adapter.safetensors")
     preset = None
     if not tagging:  # keras-hub has a task class for it: raw strings in, and a task preset
         vocab = read_vocab(Path(checkpoint.tokenizer_dir) / "vocab.txt")

@@ -64,7 +64,7 @@ def load_checkpoint(init: str, work_dir: Path, random_backbone=None,
     `tokenizer_dir` gives the vocab. The tokenizer is copied into `work_dir/tokenizer`."""
     import keras_hub
 
-    import tfllm.models.pruned  # noqa: F401  (registers a head-pruned backbone's classes)
+    import tfllm.models.encoder  # noqa: F401  (registers the classes of pruned and adapter runs)
 
     kind = init_kind(init)
     out = work_dir / "tokenizer"

@@ -68,7 +68,7 @@ def load_run_model(run_dir: Path) -> Any:
     preprocessor is dropped (tfllm encodes with `tfllm_serving.wordpiece`)."""
     import keras
 
-    import tfllm.models.pruned  # noqa: F401  (registers a head-pruned run's classes)
+    import tfllm.models.encoder  # noqa: F401  (registers the classes of pruned and adapter runs)
     from tfllm.models.presets import without_preprocessor
 
     return without_preprocessor(keras.saving.load_model(Path(run_dir) / "model.keras",
