@@ -15,7 +15,11 @@ import inspect
 import json
 import re
 import shlex
+import signal
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +33,7 @@ from starlette.testclient import TestClient
 from tfllm_serving.cli import build_parser, load_config
 from tfllm_serving.config import ServerConfig
 from tfllm_serving.grpc_server import GrpcServer
+from tfllm_serving.process import ServerProcess, free_port
 from tfllm_serving.server import ServingServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,7 +123,11 @@ def container_config(variant: str, tmp: Path) -> ServerConfig:
     """The ServerConfig the container's args produce, through the CLI's own load_config,
     with --config read from the ConfigMap the pod mounts there and the token file (auth
     variant) stood in for by a local file."""
-    args = parse_server_args(container(variant)["args"])
+    return load_config(localize(parse_server_args(container(variant)["args"]), variant, tmp))
+
+
+def localize(args: argparse.Namespace, variant: str, tmp: Path) -> argparse.Namespace:
+    """The pod's files made local: --config from its ConfigMap, a stand-in token file."""
     if args.config:
         mount, volume = mounted_volume(args.config, variant)
         assert "configMap" in volume, f"{args.config} is not on a ConfigMap volume"
@@ -132,7 +141,7 @@ def container_config(variant: str, tmp: Path) -> ServerConfig:
         token = tmp / "token"
         token.write_text("s3cret\n", encoding="utf-8")
         args.auth_token_file = str(token)
-    return load_config(args)
+    return args
 
 
 def local_server(cfg: ServerConfig, tmp: Path) -> ServingServer:
@@ -402,6 +411,46 @@ def test_the_grace_period_covers_the_servers_own_shutdown(tmp_path: Path) -> Non
     grace = pod_spec()["terminationGracePeriodSeconds"]
     assert grace >= pre_stop + drain + grpc_grace + 10, (
         f"{grace} s < preStop {pre_stop} + uvicorn drain {drain} + gRPC {grpc_grace} + margin")
+
+
+def test_the_container_args_start_a_server_that_answers_probes_and_stops_on_sigterm(
+    tmp_path: Path
+) -> None:
+    """The real `tfllm-serve` process with the container's args (local files for the pod's
+    and free ports for its fixed ones): /healthz up, /readyz 503 on an empty repository,
+    and SIGTERM ends it well within the grace period left after preStop."""
+    args = localize(parse_server_args(container()["args"]), "default", tmp_path)
+    models = tmp_path / "models"
+    models.mkdir()
+    port, grpc_port = free_port(), free_port()
+    while grpc_port == port:
+        grpc_port = free_port()
+    argv = ["--model-repo", str(models), "--host", args.host, "--port", str(port),
+            "--grpc-port", str(grpc_port), "--config", args.config]
+    spec = container()
+    with ServerProcess(argv, port, tmp_path / "serve.log") as server:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.proc.poll() is None, server.log(4000)
+            try:
+                with urllib.request.urlopen(
+                        server.base + spec["livenessProbe"]["httpGet"]["path"], timeout=1) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, server.log(4000)
+                time.sleep(0.1)
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(server.base + spec["readinessProbe"]["httpGet"]["path"],
+                                   timeout=5)
+        assert not_ready.value.code == 503
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        budget = pod_spec()["terminationGracePeriodSeconds"] - float(
+            spec["lifecycle"]["preStop"]["exec"]["command"][1])
+        code = server.proc.wait(timeout=budget)
+        assert code in (0, -signal.SIGTERM), server.log(4000)
+        assert time.monotonic() - started < budget
 
 
 # ---- the image ---------------------------------------------------------------------

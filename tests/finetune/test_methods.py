@@ -1,4 +1,4 @@
-"""Fine-tuning methods on a real SST-2 slice: LoRA, freezing, FGM, EDA augmentation."""
+"""Fine-tuning methods on a real SST-2 slice: LoRA, adapters, freezing, FGM, EDA augmentation."""
 
 from __future__ import annotations
 
@@ -60,6 +60,50 @@ def test_lora_trains_a_few_percent_and_leaves_the_backbone_weights_unchanged(tmp
             key = dense._kernel.path
             np.testing.assert_allclose(np.array(dense.kernel), after[key], atol=1e-6)
     assert merged  # the LoRA-enabled backbone loaded
+
+
+def test_adapters_train_a_few_percent_save_alone_and_export_through_the_gate(
+        tmp_path, tiny_run, sst2_slice):
+    import onnx
+    from onnx import numpy_helper
+
+    from tfllm.finetune.peft import load_trained_weights, with_adapters
+    from tfllm.finetune.train import build_classifier
+    from tfllm.models.checkpoints import load_checkpoint
+    from tfllm.models.run_dir import load_run_model
+
+    out = tmp_path / "adapter"
+    metrics = _finetune(tiny_run, out, sst2_slice, "method.name=adapter",
+                        "method.adapter_size=16")
+    assert metrics["method"] == "adapter"
+    assert 0 < metrics["trainable_params"] < 0.05 * metrics["total_params"]
+    before, after = _weights(tiny_run), _weights(out)
+    assert sum("adapter/" in key for key in after) == 2 * 2 * 4  # 2 per layer, 2 Dense each
+    for key in before:
+        if "layer_norm" in key or "pooled_dense" in key:
+            assert not np.allclose(before[key], after[key]), key
+        else:
+            np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+
+    # The adapter file alone turns the initial checkpoint into the fine-tuned model.
+    model = load_run_model(out)
+    base = load_checkpoint(str(tiny_run), tmp_path / "base").backbone
+    rebuilt = build_classifier(with_adapters(base, 16), 2, 0.1)
+    assert load_trained_weights(rebuilt, out / "adapter.safetensors") == len(
+        rebuilt.trainable_weights)
+    x = {"token_ids": np.array([[2, 50, 60, 70, 3]], "int32"),
+         "segment_ids": np.zeros((1, 5), "int32"), "padding_mask": np.ones((1, 5), "int32")}
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5)
+
+    version = tmp_path / "repo" / "adapter" / "1"
+    assert main(["export", "--model", str(out), "--out", str(version), "--formats", "onnx"]) == 0
+    report = json.loads((version / "export_report.json").read_text())
+    assert report["passed"]
+    down = np.asarray(model.backbone.transformer_layers[1]._feedforward_dropout.down.kernel)
+    graph = onnx.load(str(version / "model.onnx")).graph
+    assert any(tuple(t.dims) == down.shape and np.allclose(numpy_helper.to_array(t), down)
+               for t in graph.initializer)  # the exported graph computes the adapters
 
 
 def test_freezing_keeps_embeddings_and_first_layer_and_augmentation_adds_copies(
