@@ -67,15 +67,21 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     from tfllm.config import load_config
     from tfllm.errors import InputError
-    from tfllm.training.pretrain import PretrainConfig, pretrain
+    from tfllm.training.pretrain import PretrainConfig, pretrain, pretraining_heads
 
-    config = Path(args.config)
-    if not config.is_file():
+    overrides = list(args.overrides)
+    if args.config is None and not args.init:
+        raise InputError("--config is needed without --init (the model's shape comes from one)")
+    if args.config is not None and not Path(args.config).is_file():
         sizes = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs" /
                                         "pretrain").glob("*.yaml"))
-        raise InputError(f"config file not found: {config} (sizes: {', '.join(sizes)})")
-    cfg = load_config(PretrainConfig, config, args.overrides)
-    pretrain(cfg, args.data, args.out, args.eval_data)
+        raise InputError(f"config file not found: {args.config} (sizes: {', '.join(sizes)})")
+    if args.init and args.config is None and not any(
+            o.replace(" ", "").startswith("model.nsp=") for o in overrides):
+        # continued pretraining keeps NSP only where the init was trained with it
+        overrides.append(f"model.nsp={str('nsp' in pretraining_heads(args.init)).lower()}")
+    cfg = load_config(PretrainConfig, args.config, overrides)
+    pretrain(cfg, args.data, args.out, args.eval_data, init=args.init)
     return 0
 
 
@@ -269,9 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune from the installed all-MiniLM-L6-v2 checkpoint instead")
     p.set_defaults(func=cmd_quickstart)
 
-    p = sub.add_parser("pretrain", help="pretrain BERT (MLM + NSP) with tf.distribute; resumes")
-    p.add_argument("--config", required=True, metavar="FILE",
-                   help="configs/pretrain/<size>.yaml (tiny, mini, small, medium, base)")
+    p = sub.add_parser("pretrain", help="pretrain BERT (MLM + NSP) with tf.distribute, from "
+                       "scratch or from --init; resumes")
+    p.add_argument("--config", metavar="FILE",
+                   help="configs/pretrain/<size>.yaml (tiny, mini, small, medium, base); optional "
+                        "with --init (then only its optimizer and train sections count)")
+    p.add_argument("--init", metavar="INIT",
+                   help="continue from a checkpoint: Hugging Face BERT folder, keras-hub preset "
+                        "or RUN_DIR (its shape and vocab; make --data with --tokenizer INIT)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
     p.add_argument("--data", required=True, metavar="DIR", help="`tfllm data pretrain` output")

@@ -185,6 +185,8 @@ def build_pretraining_data(
     if ex.dupe_factor < 1:
         raise InputError(f"dupe_factor must be at least 1, got {ex.dupe_factor}")
     tokenizer_dir = Path(tokenizer_dir)
+    if (tokenizer_dir / "backbone").is_dir() and (tokenizer_dir / "tokenizer").is_dir():
+        tokenizer_dir = tokenizer_dir / "tokenizer"  # a RUN_DIR (`--init` of a later stage)
     tokenizer = load_tokenizer(tokenizer_dir)
     vocab_tokens = (
         read_vocab(tokenizer_dir / "vocab.txt")

@@ -58,15 +58,36 @@ def init_kind(init: str) -> str:
                      f"checkpoint (model_type {data.get('model_type')!r})")
 
 
+SHAPE = ("num_layers", "hidden_dim", "num_heads", "intermediate_dim", "max_sequence_length")
+
+
+def backbone_shape(init: str) -> dict:
+    """`init`'s backbone dimensions (`SHAPE` keys), read from its config.json alone."""
+    kind = init_kind(init)
+    if kind == "none":
+        raise InputError("--init none has no shape of its own: give a --config")
+    path = Path(init)
+    if kind == "huggingface":
+        data = json.loads((path / "config.json").read_text())
+        return dict(zip(SHAPE, (data["num_hidden_layers"], data["hidden_size"],
+                                data["num_attention_heads"], data["intermediate_size"],
+                                data["max_position_embeddings"]), strict=True))
+    config = path / "backbone" / "config.json" if kind == "run_dir" else path / "config.json"
+    data = json.loads(config.read_text())["config"]
+    return {key: data[key] for key in SHAPE}
+
+
 def load_checkpoint(init: str, work_dir: Path, random_backbone=None,
-                    tokenizer_dir: str | None = None) -> Checkpoint:
-    """Load `init`; for `none`, `random_backbone(vocab_size)` builds the model and
-    `tokenizer_dir` gives the vocab. The tokenizer is copied into `work_dir/tokenizer`."""
+                    tokenizer_dir: str | None = None, dtype: str | None = None) -> Checkpoint:
+    """Load `init` (in `dtype`, default float32); for `none`, `random_backbone(vocab_size)`
+    builds the model and `tokenizer_dir` gives the vocab. The tokenizer is copied into
+    `work_dir/tokenizer`."""
     import keras_hub
 
     import tfllm.models.encoder  # noqa: F401  (registers the classes of pruned and adapter runs)
 
     kind = init_kind(init)
+    precision = {"dtype": dtype} if dtype else {}
     out = work_dir / "tokenizer"
     out.mkdir(parents=True, exist_ok=True)
     if kind == "none":
@@ -77,11 +98,11 @@ def load_checkpoint(init: str, work_dir: Path, random_backbone=None,
         return Checkpoint(random_backbone(tokenizer.get_vocab_size()), out, kind)
     path = Path(init)
     if kind == "run_dir":
-        backbone = keras_hub.models.Backbone.from_preset(str(path / "backbone"))
+        backbone = keras_hub.models.Backbone.from_preset(str(path / "backbone"), **precision)
         for name in ("vocab.txt", "tokenizer.json"):
             shutil.copy(path / "tokenizer" / name, out / name)
         return Checkpoint(backbone, out, kind)
-    backbone = keras_hub.models.Backbone.from_preset(str(path))
+    backbone = keras_hub.models.Backbone.from_preset(str(path), **precision)
     if kind == "huggingface":
         tokenizer = load_tokenizer(path)  # its own tokenizer.json when it ships one
     else:

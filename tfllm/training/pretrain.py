@@ -7,6 +7,11 @@ DESIGN.md), so the step is ours: `strategy.run` over distributed batches inside 
 bar, TensorBoard scalars, step checkpoints (`tf.train.CheckpointManager`) that a re-run of
 the same command resumes from, and a final evaluation on held-out data.
 
+Continued pretraining (`init`): the backbone, its shape and its vocab come from a checkpoint
+(Hugging Face BERT folder, keras-hub preset or RUN_DIR); the MLM head is tied to its token
+embedding as always, and starts from the init's own MLM (and NSP) head when the init is a
+tfllm pretraining run, fresh otherwise.
+
 Read top to bottom: check inputs -> build under the strategy -> restore -> loop -> save.
 """
 
@@ -15,12 +20,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+import yaml
 from tfllm_serving.wordpiece import is_lowercase, load_tokenizer, read_vocab
 
 from tfllm.atomic import atomic_write_text
@@ -29,6 +35,7 @@ from tfllm.data.masking import dynamic_masking
 from tfllm.data.tfrecords import load_pretraining_dataset, shard_files
 from tfllm.errors import InputError
 from tfllm.models.backbone import BackboneConfig, build_backbone
+from tfllm.models.checkpoints import backbone_shape, init_kind, load_checkpoint
 from tfllm.models.fused_elementwise import fuse_elementwise
 from tfllm.models.presets import keras_hub_tokenizer, masked_lm
 from tfllm.models.pretraining import BertPretrainer, pretraining_losses
@@ -121,6 +128,37 @@ def _check_inputs(cfg: PretrainConfig, data: DataInfo, eval_data: DataInfo | Non
         raise InputError(f"train.steps must be at least 1, got {cfg.train.steps}")
 
 
+def pretraining_heads(init: str) -> set[str]:
+    """The heads `init` was pretrained with ({"mlm"} or {"mlm", "nsp"}) when it is a tfllm
+    pretraining RUN_DIR (its `model.keras` a BertPretrainer); empty for anything else."""
+    config = Path(init) / "config.yaml"
+    if init_kind(init) != "run_dir" or not config.is_file():
+        return set()
+    data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    if "task" in data:  # a fine-tuning run: its head classifies
+        return set()
+    return {"mlm", "nsp"} if data.get("model", {}).get("nsp") else {"mlm"}
+
+
+def _init_backbone(init: str, data: DataInfo, out: Path, precision: str):
+    checkpoint = load_checkpoint(init, out / "init", dtype=precision)
+    vocab = read_vocab(checkpoint.tokenizer_dir / "vocab.txt")
+    if vocab != data.vocab:
+        raise InputError(
+            f"--data {data.path} was made with a vocab of {data.vocab_size} tokens but --init "
+            f"{init} has {len(vocab)}" + (" (the same size, other tokens)"
+                                         if len(vocab) == data.vocab_size else "")
+            + f": make the data with `tfllm data pretrain --tokenizer {init}`")
+    return checkpoint.backbone
+
+
+def _copy_heads(source, model) -> None:
+    """The init run's MLM head (and NSP head, when both have one) into `model`."""
+    model.mlm_head.set_weights(source.mlm_head.get_weights())
+    if model.nsp_head is not None and getattr(source, "nsp_head", None) is not None:
+        model.nsp_head.set_weights(source.nsp_head.get_weights())
+
+
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
@@ -179,8 +217,10 @@ def pretrain(
     eval_dir: str | Path | None = None,
     quiet: bool = False,
     callbacks: list[keras.callbacks.Callback] | None = None,
+    init: str | None = None,
 ) -> dict:
-    """Train, checkpointing as it goes; resume when `out` holds an unfinished run.
+    """Train, checkpointing as it goes; resume when `out` holds an unfinished run. With
+    `init`, continue from that checkpoint (`cfg.model`'s shape is taken from it).
 
     `callbacks` get Keras' `on_train_begin`, `on_train_batch_end(step, logs)` after every
     call of the step function (`steps_per_execution` steps, as in `fit`) and `on_train_end`;
@@ -188,6 +228,8 @@ def pretrain(
     """
     data = read_data_info(data_dir)
     eval_data = read_data_info(eval_dir, "--eval-data") if eval_dir else None
+    if init:
+        cfg.model = replace(cfg.model, **backbone_shape(init))
     _check_inputs(cfg, data, eval_data)
     strategy = resolve_strategy(cfg.train.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -206,7 +248,8 @@ def pretrain(
     checkpoint_dir, log_dir = out / "checkpoints", out / "logs"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     run_config = checkpoint_dir / "run_config.json"
-    wanted = json.dumps({"config": config_to_dict(cfg), "data": str(data.path)}, sort_keys=True)
+    wanted = json.dumps({"config": config_to_dict(cfg), "data": str(data.path), "init": init},
+                        sort_keys=True)
     if run_config.is_file() and run_config.read_text() != wanted:
         raise InputError(f"{out} holds an unfinished run with another config or data; "
                          f"use the same command to resume, or another --out")
@@ -219,11 +262,14 @@ def pretrain(
         lr *= {"linear": ratio, "sqrt": math.sqrt(ratio)}[cfg.train.lr_scaling]
     opt_cfg = OptimizerConfig(**{**config_to_dict(cfg.optimizer), "learning_rate": lr})
     with strategy.scope():
-        backbone = build_backbone(cfg.model, data.vocab_size, dtype=precision)
+        backbone = (_init_backbone(init, data, out, precision) if init
+                     else build_backbone(cfg.model, data.vocab_size, dtype=precision))
         if cfg.train.fused_elementwise:
             fuse_elementwise(backbone)
         model = BertPretrainer(backbone, nsp=cfg.model.nsp)
         model(_model_inputs(data, 1))
+        if init and pretraining_heads(init):
+            _copy_heads(keras.saving.load_model(Path(init) / "model.keras", safe_mode=True), model)
         optimizer = build_optimizer(opt_cfg, cfg.train.steps,
                                     loss_scale=precision == "mixed_float16")
         optimizer.build(model.trainable_variables)
@@ -343,7 +389,7 @@ def pretrain(
                                       if current > start else None),
                "replicas": replicas, "strategy": type(strategy).__name__,
                "precision": precision, "jit_compile": jit,
-               "fused_elementwise": cfg.train.fused_elementwise}
+               "fused_elementwise": cfg.train.fused_elementwise, "init": init}
     if eval_data is not None:
         metrics.update(evaluate(model, eval_data, cfg, strategy))
         metrics["unigram_mlm_accuracy"] = unigram_accuracy(data, eval_data, cfg)
