@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.training.conftest import TINY, make_data
+from tests.training.conftest import TINY, kill_at_checkpoint, make_data
 from tfllm.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,17 +72,7 @@ def test_a_continued_run_killed_with_sigkill_resumes_to_the_same_end(tmp_path, f
     whole = subprocess.run(command(tmp_path / "whole"), cwd=REPO, capture_output=True,
                            text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    proc = subprocess.Popen(command(tmp_path / "killed"), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    index = tmp_path / "killed" / "checkpoints" / "checkpoint"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if index.is_file() and "ckpt-10" in index.read_text():
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_checkpoint(command(tmp_path / "killed"), tmp_path / "killed", 10, REPO)
     resumed = subprocess.run(command(tmp_path / "killed"), cwd=REPO, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

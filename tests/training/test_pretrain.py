@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from tests.training.conftest import TINY, free_port, make_data
+from tests.training.conftest import TINY, free_port, kill_at_checkpoint, make_data
 from tfllm.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,18 +93,7 @@ def test_a_run_killed_with_sigkill_resumes_with_the_same_command_to_the_same_end
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     command = pretrain_cmd(tiny_data, tmp_path / "killed", *extra)
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    checkpoint_index = tmp_path / "killed" / "checkpoints" / "checkpoint"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if checkpoint_index.is_file() and "ckpt-20" in checkpoint_index.read_text():
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "killed" / "metrics.json").exists()
+    kill_at_checkpoint(command, tmp_path / "killed", 20, REPO)
 
     resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
