@@ -9,6 +9,7 @@ TF Serving user recognises them (``file_system_poll_wait_seconds``,
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,36 @@ from typing import Any
 import yaml
 
 VERSION_POLICIES = ("latest", "specific", "all")
+
+
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a
+    container's CPU limit, which `os.cpu_count()` does not see), at least 1.
+
+    >>> available_cpus() >= 1
+    True
+    """
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(cgroup)
+    return max(1, min(count, math.ceil(quota)) if quota else count)
+
+
+def _cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs' worth of time per period the cgroup allows (v2 `cpu.max`, v1 `cpu.cfs_*`)."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 else None
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 OVER_LENGTH_POLICIES = ("truncate", "reject")
 
 
@@ -172,12 +203,12 @@ class ServerConfig:
         return self.model_spec(name).artifact or self.artifact
 
     def batch_threads(self) -> int:
-        return self.batching.num_batch_threads or (os.cpu_count() or 1)
+        return self.batching.num_batch_threads or available_cpus()
 
     def intra_op_threads(self) -> int:
         if self.runtime.intra_op_threads:
             return self.runtime.intra_op_threads
-        return max(1, (os.cpu_count() or 1) // self.batch_threads())
+        return max(1, available_cpus() // self.batch_threads())
 
     def read_auth_token(self) -> bytes | None:
         """The bearer token as bytes (surrounding whitespace stripped), or None."""

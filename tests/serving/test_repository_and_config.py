@@ -53,3 +53,22 @@ def test_config_rejects_unknown_keys_and_bad_policies() -> None:
     assert cfg.model_spec("m").version_labels == {"stable": 1}
     assert cfg.artifact_for("m") == "onnx-int8"
     assert cfg.artifact_for("other") == "onnx"
+
+
+def test_thread_counts_follow_a_container_cpu_limit_not_the_host_core_count(tmp_path: Path):
+    from tfllm_serving.config import available_cpus
+
+    host = available_cpus(tmp_path / "none")
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")  # a 1.5-CPU limit
+    assert available_cpus(v2) == min(host, 2)
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(v2) == host
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(v1.parent) == 1
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert available_cpus(v1.parent) == host
