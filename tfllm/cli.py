@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "scratch or from --init; resumes")
     p.add_argument("--config", metavar="FILE",
                    help="configs/pretrain/<size>.yaml (tiny, mini, small, medium, base); optional "
-                        "with --init (then only its optimizer and train sections count)")
+                        "with --init (then its optimizer and train sections and model.nsp "
+                        "count; the shape and dropout are the init's)")
     p.add_argument("--init", metavar="INIT",
                    help="continue from a checkpoint: Hugging Face BERT folder, keras-hub preset "
                         "or RUN_DIR (its shape and vocab; make --data with --tokenizer INIT)")

@@ -45,7 +45,7 @@ from tfllm.finetune.train import (
     score_examples,
     task_data,
 )
-from tfllm.models.encoder import BertVariantBackbone
+from tfllm.models.encoder import BertVariantBackbone, projections
 from tfllm.models.run_dir import load_run_model, save_init
 from tfllm.models.tagger import build_token_classifier
 
@@ -81,16 +81,28 @@ def prune(run_dir: str | Path, out: str | Path, cfg: PruneConfig,
         raise InputError(f"--model {run_dir}: not a finished fine-tuning RUN_DIR")
     if (out / "metrics.json").is_file():
         raise InputError(f"{out} already holds a finished run (metrics.json); choose another --out")
-    finetune_cfg = load_config(FinetuneConfig, run_dir / "config.yaml", overrides)
+    run_method = load_config(FinetuneConfig, run_dir / "config.yaml").method
+    # recovery trains every weight left (the run's freeze / LoRA / adapter setting would
+    # leave the cut encoder as it is) unless --set says otherwise
+    finetune_cfg = load_config(FinetuneConfig, run_dir / "config.yaml",
+                               ["method.name=full", *overrides])
     if finetune_cfg.task.type == "embedding":
         raise InputError(f"--model {run_dir}: prune is for classification and NER runs")
+    if cfg.distill and finetune_cfg.train.class_weights:
+        raise InputError("--distill does not combine with the run's train.class_weights")
     init = out / "pruned_init"
-    if not (init / "pruning.json").is_file():  # else an interrupted prune resumes its recovery
+    done = init / "pruning.json"
+    if done.is_file():  # an interrupted prune resumes its recovery, if asked the same
+        if json.loads(done.read_text())["config"] != asdict(cfg):
+            raise InputError(f"{out} holds a pruning with other settings "
+                             f"({done}); use the same flags to resume, or another --out")
+    else:
         report = _prune_to_init(run_dir, init, cfg, finetune_cfg, quiet)
-        atomic_write_text(init / "pruning.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(done, json.dumps(report, indent=2) + "\n")
     if cfg.distill:
         finetune_cfg.method.distill_from = str(run_dir)
-    finetune_cfg.method.keep_sparsity = cfg.sparsity > 0
+    # zeros of this pruning or of an already sparse run stay zero
+    finetune_cfg.method.keep_sparsity = cfg.sparsity > 0 or run_method.keep_sparsity
     # the report goes beside metrics.json first: metrics.json (written last) marks the end
     atomic_write_text(out / "pruning.json", (init / "pruning.json").read_text())
     return finetune(finetune_cfg, str(init), out, quiet=quiet)
@@ -150,6 +162,11 @@ def _prune_to_init(run_dir: Path, init: Path, cfg: PruneConfig, finetune_cfg: Fi
 
 
 def _check(cfg: PruneConfig, backbone: Any) -> None:
+    if getattr(backbone, "adapter_size", 0):
+        raise InputError("--model is an adapter run: prune a fully fine-tuned run (its "
+                         "adapters would be cut away)")
+    if cfg.importance_examples < 1 or cfg.batch_size < 1:
+        raise InputError("--importance-examples and the batch size must be at least 1")
     num_heads = backbone.transformer_layers[0]._self_attention_layer._num_heads
     if not 0 < cfg.ffn_keep <= 1:
         raise InputError(f"--ffn-keep must be in (0, 1], got {cfg.ffn_keep}")
@@ -163,23 +180,16 @@ def _check(cfg: PruneConfig, backbone: Any) -> None:
         raise InputError(f"--sparsity must be in [0, 1), got {cfg.sparsity}")
 
 
-def _projections(layer: Any) -> tuple:
-    attention = layer._self_attention_layer
-    return (attention._query_dense, attention._key_dense, attention._value_dense,
-            attention._output_dense, layer._feedforward_intermediate_dense,
-            layer._feedforward_output_dense)
-
-
 def taylor_importance(model: Any, backbone: Any, batches: list, loss: Any,
                       ) -> tuple[np.ndarray, np.ndarray]:
     """[layers, heads] and [layers, neurons] importance: per batch, (sum over the group's
     weights of gradient x weight)^2 -- the first-order change of the loss when the group is
     removed -- summed over batches."""
     layers = backbone.transformer_layers
-    variables = [w for layer in layers for dense in _projections(layer)
+    variables = [w for layer in layers for dense in projections(layer)
                  for w in (dense.kernel, dense.bias)]
-    heads = np.zeros((len(layers), _projections(layers[0])[0].kernel.shape[1]))
-    neurons = np.zeros((len(layers), _projections(layers[0])[4].kernel.shape[1]))
+    heads = np.zeros((len(layers), projections(layers[0])[0].kernel.shape[1]))
+    neurons = np.zeros((len(layers), projections(layers[0])[4].kernel.shape[1]))
     for x, y in batches:
         with tf.GradientTape() as tape:
             value = loss(y, model(x, training=False))
@@ -218,11 +228,11 @@ def _layers_to_keep(model: Any, backbone: Any, batches: list, loss: Any, keep: i
 
 
 def _all_heads(backbone: Any) -> list[int]:
-    return list(range(_projections(backbone.transformer_layers[0])[0].kernel.shape[1]))
+    return list(range(projections(backbone.transformer_layers[0])[0].kernel.shape[1]))
 
 
 def _all_neurons(backbone: Any) -> list[int]:
-    return list(range(_projections(backbone.transformer_layers[0])[4].kernel.shape[1]))
+    return list(range(projections(backbone.transformer_layers[0])[4].kernel.shape[1]))
 
 
 def slice_backbone(backbone: Any, shape: Shape) -> Any:
@@ -233,7 +243,7 @@ def slice_backbone(backbone: Any, shape: Shape) -> Any:
                  num_heads=num_heads, hidden_dim=backbone.hidden_dim,
                  intermediate_dim=len(shape.neurons[0]), dropout=backbone.dropout,
                  max_sequence_length=backbone.max_sequence_length,
-                 num_segments=backbone.num_segments)
+                 num_segments=backbone.num_segments, dtype=backbone.dtype_policy)
     if num_heads * head_dim == backbone.hidden_dim:
         small = keras_hub.models.BertBackbone(**sizes)
     else:
@@ -246,13 +256,13 @@ def slice_backbone(backbone: Any, shape: Shape) -> Any:
         old = backbone.transformer_layers[i]
         for norm in ("_self_attention_layer_norm", "_feedforward_layer_norm"):
             getattr(new, norm).set_weights(getattr(old, norm).get_weights())
-        q, k, v, o, inner, outer = _projections(old)
+        q, k, v, o, inner, outer = projections(old)
         weights = [np.asarray(w) for w in (q.kernel, q.bias, k.kernel, k.bias, v.kernel, v.bias)]
         sliced = [w[:, heads] if w.ndim == 3 else w[heads] for w in weights]
         sliced += [np.asarray(o.kernel)[heads], np.asarray(o.bias),
                    np.asarray(inner.kernel)[:, neurons], np.asarray(inner.bias)[neurons],
                    np.asarray(outer.kernel)[neurons], np.asarray(outer.bias)]
-        for dense, (kernel, bias) in zip(_projections(new), zip(sliced[::2], sliced[1::2],
+        for dense, (kernel, bias) in zip(projections(new), zip(sliced[::2], sliced[1::2],
                                                                 strict=True), strict=True):
             dense.kernel.assign(kernel)
             dense.bias.assign(bias)
@@ -283,7 +293,7 @@ def encoder_macs(backbone: Any, seq_len: int) -> int:
     and the task head are left out)."""
     total = backbone.hidden_dim ** 2  # pooler, on the [CLS] row
     for layer in backbone.transformer_layers:
-        q, _, _, _, inner, _ = _projections(layer)
+        q, _, _, _, inner, _ = projections(layer)
         hidden, width = q.kernel.shape[0], q.kernel.shape[1] * q.kernel.shape[2]
         ffn = inner.kernel.shape[1]
         total += seq_len * (4 * hidden * width + 2 * hidden * ffn) + 2 * seq_len ** 2 * width

@@ -29,18 +29,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfllm.models.encoder import projections
+
 
 def encoder_kernels(backbone: Any) -> list:
     """The kernels of every encoder layer's dense projections (query, key, value, attention
     output, feed-forward in and out): the weights magnitude pruning acts on."""
-    kernels = []
-    for layer in backbone.transformer_layers:
-        attention = layer._self_attention_layer
-        kernels += [dense.kernel for dense in (
-            attention._query_dense, attention._key_dense, attention._value_dense,
-            attention._output_dense, layer._feedforward_intermediate_dense,
-            layer._feedforward_output_dense)]
-    return kernels
+    return [dense.kernel for layer in backbone.transformer_layers
+            for dense in projections(layer)]
 
 
 def magnitude_prune(backbone: Any, sparsity: float) -> float:
@@ -67,10 +63,12 @@ class KeepZeros(keras.constraints.Constraint):
     """Sets the masked-out entries back to zero after each optimizer step."""
 
     def __init__(self, mask: np.ndarray) -> None:
-        self.mask = mask.astype("float32")
+        # a tensor made once, eagerly: the train step captures it instead of baking a copy
+        # of every mask into its graph as a constant
+        self.mask = keras.ops.convert_to_tensor(mask)
 
-    def __call__(self, w):
-        return w * keras.ops.convert_to_tensor(self.mask, dtype=w.dtype)
+    def __call__(self, w: Any) -> Any:
+        return keras.ops.where(self.mask, w, keras.ops.zeros_like(w))
 
 
 def keep_zeros(backbone: Any) -> int:
@@ -78,6 +76,8 @@ def keep_zeros(backbone: Any) -> int:
     training; returns how many kernels got the constraint."""
     count = 0
     for kernel in encoder_kernels(backbone):
+        if not isinstance(kernel, keras.Variable):  # LoRA's merged kernel: no weight of its own
+            raise ValueError("keep_zeros: the backbone has LoRA on; its update is dense")
         mask = np.asarray(kernel) != 0
         if not mask.all():
             kernel.constraint = KeepZeros(mask)

@@ -89,6 +89,10 @@ def load_trained_weights(model: Any, path: Path) -> int:
     if missing:
         raise ValueError(f"{path}: the model has no weight {missing[0]} "
                          f"({len(missing)} missing)")
+    untouched = sorted({w.path for w in model.trainable_weights} - set(saved))
+    if untouched:
+        raise ValueError(f"{path}: no value for the trainable weight {untouched[0]} "
+                         f"({len(untouched)} missing)")
     for name, value in saved.items():
         variables[name].assign(value)
     return len(saved)

@@ -218,7 +218,7 @@ def task_data(cfg: FinetuneConfig) -> tuple[list, list, list | None, list[str]]:
     return train, evaluation, test, names
 
 
-def encode_examples(tokenizer, examples: list, task: TaskConfig,
+def encode_examples(tokenizer: Any, examples: list, task: TaskConfig,
                     index: dict[str, int]) -> tuple[dict, np.ndarray]:
     """Model inputs and integer labels (per token for NER, IGNORE off first word pieces)."""
     if task.type == "token_classification":
@@ -254,6 +254,8 @@ def build_classifier(backbone, num_classes: int, dropout: float):
 def apply_method(method: MethodConfig, backbone) -> None:
     if method.name not in METHODS:
         raise InputError(f"method.name must be one of {', '.join(METHODS)}, not {method.name!r}")
+    if method.keep_sparsity and method.name == "lora":
+        raise InputError("method.keep_sparsity does not combine with lora (its update is dense)")
     if method.name == "freeze":
         if not 0 <= method.freeze_layers <= len(backbone.transformer_layers):
             raise InputError(f"method.freeze_layers={method.freeze_layers}: the backbone has "

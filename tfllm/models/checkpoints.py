@@ -73,13 +73,16 @@ def backbone_shape(init: str) -> dict:
                                 data["num_attention_heads"], data["intermediate_size"],
                                 data["max_position_embeddings"]), strict=True))
     config = path / "backbone" / "config.json" if kind == "run_dir" else path / "config.json"
-    data = json.loads(config.read_text())["config"]
+    data = json.loads(config.read_text()).get("config", {})
+    missing = [key for key in SHAPE if key not in data]
+    if missing:
+        raise InputError(f"--init {init}: {config} is not a BERT backbone (no {missing[0]})")
     return {key: data[key] for key in SHAPE}
 
 
 def load_checkpoint(init: str, work_dir: Path, random_backbone=None,
                     tokenizer_dir: str | None = None, dtype: str | None = None) -> Checkpoint:
-    """Load `init` (in `dtype`, default float32); for `none`, `random_backbone(vocab_size)`
+    """Load `init` (in `dtype`; default: the checkpoint's own); for `none`, `random_backbone(vocab_size)`
     builds the model and `tokenizer_dir` gives the vocab. The tokenizer is copied into
     `work_dir/tokenizer`."""
     import keras_hub

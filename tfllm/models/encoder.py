@@ -38,6 +38,16 @@ from keras_hub.src.models.bert.bert_backbone import bert_kernel_initializer
 from keras_hub.src.utils.keras_utils import clone_initializer, gelu_approximate
 
 
+def projections(layer: TransformerEncoder) -> tuple:
+    """A keras-hub encoder layer's dense projections: query, key, value, attention output
+    (kernels [hidden, heads, head_dim] x3, [heads, head_dim, hidden]), feed-forward in and
+    out."""
+    attention = layer._self_attention_layer
+    return (attention._query_dense, attention._key_dense, attention._value_dense,
+            attention._output_dense, layer._feedforward_intermediate_dense,
+            layer._feedforward_output_dense)
+
+
 @keras.saving.register_keras_serializable(package="tfllm")
 class Adapter(keras.layers.Layer):
     """Dropout, then `x + up(gelu(down(x)))`; `up` starts at zero, so a new adapter passes
@@ -131,10 +141,10 @@ class BertVariantBackbone(keras_hub.models.BertBackbone):
                                                        name="embeddings_dropout")
         self.transformer_layers = [
             EncoderLayer(head_dim=head_dim, adapter_size=adapter_size, num_heads=num_heads,
-                              intermediate_dim=intermediate_dim, activation=gelu_approximate,
-                              dropout=dropout, layer_norm_epsilon=1e-12,
-                              kernel_initializer=bert_kernel_initializer(), dtype=dtype,
-                              name=f"transformer_layer_{i}")
+                         intermediate_dim=intermediate_dim, activation=gelu_approximate,
+                         dropout=dropout, layer_norm_epsilon=1e-12,
+                         kernel_initializer=bert_kernel_initializer(), dtype=dtype,
+                         name=f"transformer_layer_{i}")
             for i in range(num_layers)]
         self.pooled_dense = keras.layers.Dense(
             hidden_dim, kernel_initializer=bert_kernel_initializer(), activation="tanh",

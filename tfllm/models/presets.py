@@ -1,6 +1,7 @@
 """What plain Keras and keras-hub users get from a RUN_DIR: a `model.keras` that predicts,
 evaluates and fits on raw strings, and a keras-hub task preset (`RUN_DIR/preset/`) that
-`from_preset` loads, with no tfllm import.
+`from_preset` loads, with no tfllm import (except a run with pruned heads or adapters:
+`import tfllm.models.encoder` first, which registers its backbone class).
 
 tfllm trains on token ids from its own encoder (`tfllm_serving.wordpiece`); at save time a
 classifier gets keras-hub's own preprocessor (a `BertTokenizer` on the run's vocab with the

@@ -152,11 +152,18 @@ def _init_backbone(init: str, data: DataInfo, out: Path, precision: str):
     return checkpoint.backbone
 
 
-def _copy_heads(source, model) -> None:
-    """The init run's MLM head (and NSP head, when both have one) into `model`."""
-    model.mlm_head.set_weights(source.mlm_head.get_weights())
-    if model.nsp_head is not None and getattr(source, "nsp_head", None) is not None:
-        model.nsp_head.set_weights(source.nsp_head.get_weights())
+def _init_head_weights(init: str) -> dict[str, list[np.ndarray]]:
+    """The init run's MLM and NSP head weights (not the token embedding the MLM head is tied
+    to: that comes with the backbone); empty unless `init` is a pretraining run."""
+    if not pretraining_heads(init):
+        return {}
+    source = keras.saving.load_model(Path(init) / "model.keras", safe_mode=True)
+    return {name: [np.asarray(w) for w in _own_weights(getattr(source, name))]
+            for name in ("mlm_head", "nsp_head") if getattr(source, name, None) is not None}
+
+
+def _own_weights(head: keras.layers.Layer) -> list:
+    return [w for w in head.weights if "token_embedding" not in w.path]
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -228,8 +235,8 @@ def pretrain(
     """
     data = read_data_info(data_dir)
     eval_data = read_data_info(eval_dir, "--eval-data") if eval_dir else None
-    if init:
-        cfg.model = replace(cfg.model, **backbone_shape(init))
+    if init:  # the shape is the init's (dropout too: the backbone is loaded as it is)
+        cfg = replace(cfg, model=replace(cfg.model, **backbone_shape(init)))
     _check_inputs(cfg, data, eval_data)
     strategy = resolve_strategy(cfg.train.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -261,6 +268,7 @@ def pretrain(
         ratio = cfg.train.batch_size / cfg.train.lr_reference_batch_size
         lr *= {"linear": ratio, "sqrt": math.sqrt(ratio)}[cfg.train.lr_scaling]
     opt_cfg = OptimizerConfig(**{**config_to_dict(cfg.optimizer), "learning_rate": lr})
+    heads = _init_head_weights(init) if init else {}  # read outside the scope: plain arrays
     with strategy.scope():
         backbone = (_init_backbone(init, data, out, precision) if init
                      else build_backbone(cfg.model, data.vocab_size, dtype=precision))
@@ -268,8 +276,11 @@ def pretrain(
             fuse_elementwise(backbone)
         model = BertPretrainer(backbone, nsp=cfg.model.nsp)
         model(_model_inputs(data, 1))
-        if init and pretraining_heads(init):
-            _copy_heads(keras.saving.load_model(Path(init) / "model.keras", safe_mode=True), model)
+        for name, values in heads.items():
+            if getattr(model, name, None) is not None:
+                for variable, value in zip(_own_weights(getattr(model, name)), values,
+                                           strict=True):
+                    variable.assign(value)
         optimizer = build_optimizer(opt_cfg, cfg.train.steps,
                                     loss_scale=precision == "mixed_float16")
         optimizer.build(model.trainable_variables)
