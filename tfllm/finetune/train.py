@@ -299,6 +299,31 @@ class EvalMetric(keras.callbacks.Callback):
             logs[f"val_{self.name}"] = self.score()
 
 
+def _run_facts(cfg: FinetuneConfig, init: str, init_kind: str, train_rows: int,
+               eval_rows: int, history: dict, train_seconds: float, model: Any) -> dict:
+    """metrics.json's record of how the run went: data sources, time, epochs, curves,
+    where it started, the method and the parameter counts."""
+    task, method = cfg.task, cfg.method
+    split = f"(stratified by label, seed {task.split_seed})"
+    epochs_run = len(history["loss"])
+    return {
+        "train_examples": train_rows, "eval_examples": eval_rows,
+        "eval_source": task.eval or (f"{task.train}: held-out split {task.eval_split} {split}"
+                                     + (" of what the test split left" if task.test_split else "")),
+        "test_source": task.test or (f"{task.train}: held-out split {task.test_split} {split}"
+                                     if task.test_split else None),
+        "train_seconds": round(train_seconds, 1),
+        "train_samples_per_second": round(epochs_run * train_rows / train_seconds, 1),
+        "epochs_run": epochs_run,
+        # per epoch, as training_curves.png plots it (early stopping keeps the best epoch)
+        "history": {key: [round(float(v), 6) for v in values] for key, values in history.items()},
+        "init": init, "init_kind": init_kind,
+        "method": method.name, "fgm_epsilon": method.fgm_epsilon,
+        "trainable_params": trainable_count(model), "total_params": int(model.count_params()),
+        **({"decoding": task.decoding} if task.type == "token_classification" else {}),
+    }
+
+
 def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = False) -> dict:
     """Fine-tune, evaluate and write RUN_DIR; resume from checkpoints/ if unfinished."""
     task, method = cfg.task, cfg.method
@@ -407,26 +432,8 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     # 5. Evaluate and write the RUN_DIR.
     metrics = score_examples(model, tokenizer, evaluation, names, task, quiet=quiet,
                              progress=not quiet)
-    epochs_run = len(history.history["loss"])
-    metrics.update({
-        "train_examples": len(train), "eval_examples": len(evaluation),
-        "eval_source": task.eval or (f"{task.train}: held-out split {task.eval_split} "
-                                     f"(stratified by label, seed {task.split_seed})"
-                                     + (" of what the test split left" if task.test_split else "")),
-        "test_source": task.test or (f"{task.train}: held-out split {task.test_split} "
-                                     f"(stratified by label, seed {task.split_seed})"
-                                     if task.test_split else None),
-        "train_seconds": round(train_seconds, 1),
-        "train_samples_per_second": round(epochs_run * len(train) / train_seconds, 1),
-        "epochs_run": epochs_run,
-        # per epoch, as training_curves.png plots it (early stopping keeps the best epoch)
-        "history": {key: [round(float(v), 6) for v in values]
-                    for key, values in history.history.items()},
-        "init": init, "init_kind": checkpoint.kind,
-        "method": method.name, "fgm_epsilon": method.fgm_epsilon,
-        "trainable_params": trainable_count(model), "total_params": int(model.count_params()),
-        **({"decoding": task.decoding} if tagging else {}),
-    })
+    metrics.update(_run_facts(cfg, init, checkpoint.kind, len(train), len(evaluation),
+                              history.history, train_seconds, model))
     if distill:
         metrics["distillation"] = {
             "teacher": method.distill_from, "alpha": method.distill_alpha,
