@@ -10,8 +10,8 @@ both the default and that variant.
 from __future__ import annotations
 
 import argparse
+import ast
 import configparser
-import inspect
 import json
 import re
 import shlex
@@ -32,7 +32,6 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from tfllm_serving.cli import build_parser, load_config
 from tfllm_serving.config import ServerConfig
-from tfllm_serving.grpc_server import GrpcServer
 from tfllm_serving.process import ServerProcess, free_port
 from tfllm_serving.server import ServingServer
 
@@ -398,13 +397,24 @@ def test_the_autoscaler_targets_the_deployment_by_name_on_cpu() -> None:
     assert container()["resources"]["limits"]["memory"]
 
 
+def _grpc_stop_grace() -> float:
+    """`GrpcServer.stop`'s default grace, read from its source: importing the module would
+    put its TF Serving protos into this process's descriptor pool, where TensorFlow (loaded
+    by another test file of the same worker) may already hold the same names."""
+    source = (Path(__file__).resolve().parents[2] / "serving" / "grpc_server.py").read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef) and node.name == "stop":
+            return float(ast.literal_eval(node.args.defaults[-1]))
+    raise AssertionError("GrpcServer.stop not found")
+
+
 def test_the_grace_period_covers_the_servers_own_shutdown(tmp_path: Path) -> None:
     server = local_server(container_config("default", tmp_path), tmp_path)
     try:
         drain = server.uvicorn_config().timeout_graceful_shutdown or 0
     finally:
         server.manager.stop()
-    grpc_grace = inspect.signature(GrpcServer.stop).parameters["grace"].default
+    grpc_grace = _grpc_stop_grace()
     command = container()["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     pre_stop = float(command[1])
