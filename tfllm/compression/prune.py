@@ -81,7 +81,6 @@ def prune(run_dir: str | Path, out: str | Path, cfg: PruneConfig,
         raise InputError(f"--model {run_dir}: not a finished fine-tuning RUN_DIR")
     if (out / "metrics.json").is_file():
         raise InputError(f"{out} already holds a finished run (metrics.json); choose another --out")
-    run_method = load_config(FinetuneConfig, run_dir / "config.yaml").method
     # recovery trains every weight left (the run's freeze / LoRA / adapter setting would
     # leave the cut encoder as it is) unless --set says otherwise
     finetune_cfg = load_config(FinetuneConfig, run_dir / "config.yaml",
@@ -101,10 +100,10 @@ def prune(run_dir: str | Path, out: str | Path, cfg: PruneConfig,
         atomic_write_text(done, json.dumps(report, indent=2) + "\n")
     if cfg.distill:
         finetune_cfg.method.distill_from = str(run_dir)
-    # zeros of this pruning or of an already sparse run stay zero
-    finetune_cfg.method.keep_sparsity = cfg.sparsity > 0 or run_method.keep_sparsity
+    # zeros of this pruning or of an already sparse run (its config says so) stay zero
+    finetune_cfg.method.keep_sparsity = cfg.sparsity > 0 or finetune_cfg.method.keep_sparsity
     # the report goes beside metrics.json first: metrics.json (written last) marks the end
-    atomic_write_text(out / "pruning.json", (init / "pruning.json").read_text())
+    atomic_write_text(out / "pruning.json", done.read_text())
     return finetune(finetune_cfg, str(init), out, quiet=quiet)
 
 
