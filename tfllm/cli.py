@@ -100,6 +100,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_continual(args: argparse.Namespace) -> int:
+    from tfllm.continual.protocol import load_protocol
+    from tfllm.continual.train import run_continual
+
+    overrides = list(args.overrides) + ([f"method.name={args.method}"] if args.method else [])
+    run_continual(load_protocol(args.config, overrides), args.init, args.out,
+                  protocol=args.config)
+    return 0
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     from tfllm.compression.prune import PruneConfig, prune
 
@@ -307,6 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-pair-column", help="name or index (sentence-pair tasks)")
     p.add_argument("--label-column", help="name or index")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("continual", help="one model through a sequence of tasks, forgetting "
+                       "measured (accuracy matrix, BWT, forgetting, FWT)")
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="a protocol: configs/continual/sentiment.yaml, banking77.yaml")
+    p.add_argument("--init", required=True,
+                   help="none | RUN_DIR | keras-hub preset dir | Hugging Face BERT dir")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="continual.json, continual.png and a RUN_DIR per stage")
+    p.add_argument("--method", choices=["naive", "replay", "l2sp", "ewc", "adapters", "joint"],
+                   help="default: the protocol's method.name (naive)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SECTION.KEY=VALUE", help="override a protocol value")
+    p.set_defaults(func=cmd_continual)
 
     p = sub.add_parser("prune", help="a smaller model from a fine-tuned run (heads, neurons, "
                        "layers; or magnitude sparsity), fine-tuned back on its data")

@@ -324,6 +324,24 @@ def _run_facts(cfg: FinetuneConfig, init: str, init_kind: str, train_rows: int,
     }
 
 
+def write_run(out: Path, model: Any, backbone: Any, tokenizer_dir: Path, cfg: FinetuneConfig,
+              metrics: dict, names: list[str], history: dict) -> None:
+    """The RUN_DIR of a trained model: plots, the LoRA/adapter weights alone, a keras-hub
+    task preset for classifiers, then `save_run_dir` (metrics.json last)."""
+    save_plots(out, history, metrics["confusion_matrix"], names)
+    if cfg.method.name == "lora":
+        backbone.save_lora_weights(str(out / "adapter.lora.h5"))
+    elif cfg.method.name == "adapter":
+        save_trained_weights(model, out / "adapter.safetensors")
+    preset = None
+    if cfg.task.type == "classification":  # keras-hub's task class: raw strings in, a preset
+        vocab = read_vocab(tokenizer_dir / "vocab.txt")
+        lowercase = is_lowercase(load_tokenizer(tokenizer_dir))
+        preset = with_preprocessor(model, keras_hub_tokenizer(vocab, lowercase),
+                                   cfg.task.max_len)
+    save_run_dir(out, model, backbone, tokenizer_dir, cfg, metrics, names, preset)
+
+
 def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = False) -> dict:
     """Fine-tune, evaluate and write RUN_DIR; resume from checkpoints/ if unfinished."""
     task, method = cfg.task, cfg.method
@@ -446,17 +464,8 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
             print(f"scoring {len(test):,} test examples")
         metrics["test"] = score_examples(model, tokenizer, test, names, task, quiet=True,
                                          progress=not quiet)
-    save_plots(out, history.history, metrics["confusion_matrix"], names)
-    if method.name == "lora":
-        backbone.save_lora_weights(str(out / "adapter.lora.h5"))
-    elif method.name == "adapter":
-        save_trained_weights(model, out / "adapter.safetensors")
-    preset = None
-    if not tagging:  # keras-hub has a task class for it: raw strings in, and a task preset
-        vocab = read_vocab(Path(checkpoint.tokenizer_dir) / "vocab.txt")
-        preset = with_preprocessor(model, keras_hub_tokenizer(vocab, is_lowercase(tokenizer)),
-                                   task.max_len)
-    save_run_dir(out, model, backbone, checkpoint.tokenizer_dir, cfg, metrics, names, preset)
+    write_run(out, model, backbone, Path(checkpoint.tokenizer_dir), cfg, metrics, names,
+              history.history)
     if not quiet:
         key = "entity_f1" if tagging else "accuracy"
         print(f"finetune -> {out}: {key} {metrics[key]:.4f}"
