@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from .feedback import FeedbackConfig
+
 VERSION_POLICIES = ("latest", "specific", "all")
 
 
@@ -147,6 +149,8 @@ class ServerConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # opt-in prediction log + POST :feedback (tfllm_serving.feedback)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     access_log: bool = True
     log_level: str = "info"
 
@@ -158,6 +162,7 @@ class ServerConfig:
             "batching": BatchingConfig,
             "runtime": RuntimeConfig,
             "limits": LimitsConfig,
+            "feedback": FeedbackConfig,
         }
         kwargs: dict[str, Any] = {}
         for key, value in data.items():

@@ -32,6 +32,7 @@ class ParsedInputs:
     # Meaningful tokens per row (text: real tokens; ids: the length the client sent).
     lengths: list[int]
     from_text: bool
+    texts: list[str] | None = None  # the request's texts (the prediction log keeps them)
 
 
 def check_signature(body: dict[str, Any]) -> None:
@@ -117,7 +118,8 @@ def encode_named(
 
 def _from_text(runtime: ModelRuntime, texts: list[str], pairs: list[str] | None) -> ParsedInputs:
     batch = runtime.encode_texts(texts, pairs)
-    return ParsedInputs(batch, batch.attention_mask.sum(axis=1).tolist(), from_text=True)
+    return ParsedInputs(batch, batch.attention_mask.sum(axis=1).tolist(), from_text=True,
+                        texts=texts)
 
 
 def encode_instances(runtime: ModelRuntime, instances: Any, max_instances: int) -> ParsedInputs:

@@ -89,6 +89,22 @@ def _model_routes() -> dict[str, Any]:
                 "responses": {"200": _json("Label scores", "ClassifyResult"), **_ERRORS},
             }
         }
+        paths[base + ":feedback"] = {
+            "post": {
+                "summary": "tfllm extension (not TF Serving): the right label for a served "
+                           "prediction (its id from X-Request-Id + '-row') or for a text; "
+                           "appended to feedback.log_dir/feedback.jsonl (feedback.enabled)",
+                "parameters": params,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["label"],
+                        "properties": {"id": {"type": "string"}, "text": {"type": "string"},
+                                       "label": {"type": "string"}}}}},
+                },
+                "responses": {"200": {"description": "Recorded"}, **_ERRORS},
+            }
+        }
     return paths
 
 

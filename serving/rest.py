@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import ServerConfig
 from .errors import DeadlineExceeded, InvalidInput, NotFound, PayloadTooLarge, ServingError
+from .feedback import FeedbackStore, request_id
 from .inputs import (
     format_classify,
     format_outputs,
@@ -108,6 +109,7 @@ class ModelRoutes:
         self.manager = manager
         self.config = config
         self.metrics = manager.metrics
+        self.feedback = FeedbackStore(config.feedback) if config.feedback.enabled else None
 
     def _metric_model(self, name: str) -> str:
         # Unknown names (typos, fuzzing) share one label value: bounded cardinality.
@@ -162,6 +164,8 @@ class ModelRoutes:
                 "metadata": {"signature_def": runtime.signature_defs()},
             }
             return json_response(body), str(servable.version)
+        if method == "feedback":
+            return await self._feedback(request, name, servable), str(servable.version)
         if method not in ("predict", "classify"):
             if method == "regress":
                 raise InvalidInput("regress is not supported: these models have no regression "
@@ -169,15 +173,19 @@ class ModelRoutes:
             raise NotFound(f"Malformed request: unknown method :{method}")
         limits = self.config.limits
 
+        rid = request_id(request.headers.get("x-request-id"))
+
         async def answer() -> dict[str, Any]:
             # The body read counts too: a client trickling bytes cannot hold a slot forever.
             data = decode_json(await read_body(request, limits.max_body_bytes))
             if method == "classify":
                 parsed = parse_classify_body(data, runtime, limits.max_instances)
                 out = await asyncio.wrap_future(servable.submit(parsed.batch))
+                self._log_predictions(name, servable.version, parsed, out, runtime, rid)
                 return {"result": format_classify(out, runtime)}
             parsed, row_format = parse_predict_body(data, runtime, limits.max_instances)
             out = await asyncio.wrap_future(servable.submit(parsed.batch))
+            self._log_predictions(name, servable.version, parsed, out, runtime, rid)
             if row_format:
                 return {"predictions": format_predictions(parsed, out, runtime)}
             return {"outputs": format_outputs(out)}
@@ -189,7 +197,30 @@ class ModelRoutes:
             raise DeadlineExceeded(
                 f"request exceeded the {limits.request_timeout_seconds} s timeout"
             ) from exc
-        return json_response(body), str(servable.version)
+        response = json_response(body)
+        if self.feedback is not None:
+            response.headers["X-Request-Id"] = rid
+        return response, str(servable.version)
+
+    def _log_predictions(self, name: str, version: int, parsed: Any, out: Any, runtime: Any,
+                         rid: str) -> None:
+        if self.feedback is None or not parsed.texts or runtime.task != "classification":
+            return
+        predicted = [runtime.labels[int(k)] for k in out.probabilities.argmax(axis=-1)]
+        self.feedback.record_predictions(name, version, parsed.texts, predicted, rid)
+
+    async def _feedback(self, request: Request, name: str, servable: Any) -> Response:
+        """POST :feedback, a tfllm extension (not in TF Serving's API)."""
+        if self.feedback is None:
+            raise NotFound("feedback is off on this server (feedback.enabled in its config)")
+        if servable.runtime.task != "classification":
+            raise InvalidInput(f"feedback is for classification models; {name} is "
+                               f"{servable.runtime.task}")
+        data = decode_json(await read_body(request, self.config.limits.max_body_bytes))
+        record = await asyncio.to_thread(self.feedback.add_feedback, name, servable.version,
+                                         servable.runtime.labels, data)
+        return json_response({"status": "recorded", **{k: record[k] for k in ("label",)},
+                              **({"id": record["id"]} if "id" in record else {})})
 
 
 class _MethodNotAllowed(ServingError):
