@@ -36,6 +36,7 @@ from tfllm_export.gate import (
 from tfllm_export.onnx_graph import ort_transformer_fusion
 from tqdm import tqdm
 
+from tfllm.atomic import atomic_write_text
 from tfllm.errors import InputError
 
 CALIBRATED = {"onnx-int8-static", "tflite-int8"}
@@ -281,13 +282,16 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
                eval_data: str | None = None, version: str | None = None,
                thresholds: GateThresholds | None = None, max_eval: int = 1000,
                quiet: bool = False, calibration_data: str | None = None,
-               ort_fusion: bool = True, task: str | None = None) -> dict:
+               ort_fusion: bool = True, task: str | None = None,
+               regression_data: str | None = None, max_regression_pts: float = 0.5) -> dict:
     """Export `formats` of a fine-tuned RUN_DIR (or, with `task="embedding"`, of a sentence
     embedder on an INIT's backbone) into the version folder `out`; returns the report (also
     written as export_report.json). `calibration_data` (the task's format; default its
     training file) feeds onnx-int8-static and tflite-int8; with `ort_fusion` every ONNX
     format is also built from the transformer-fused graph and that one is kept when it
-    passes the gate and runs faster at B=1."""
+    passes the gate and runs faster at B=1. `regression_data`: refuse (nothing written) a
+    classifier whose accuracy there falls more than `max_regression_pts` below the version it
+    replaces (`tfllm_export.regression`)."""
     from tfllm_serving.wordpiece import is_lowercase, read_vocab
 
     unknown = [f for f in formats if f not in artifacts.FORMATS]
@@ -302,6 +306,18 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
             "task", {}).get("type") == "embedding":
         task = "embedding"  # a sentence-embedding run exports as one
     target = resolve_version_dir(out, version)
+    regression = None
+    if regression_data:
+        from tfllm_export.regression import regression_check
+
+        regression = regression_check(run_dir, target, regression_data, max_regression_pts)
+        if not regression["passed"]:
+            if not quiet:
+                print(f"export REFUSED: accuracy on {regression_data} "
+                      f"{regression['new_accuracy']:.4f} vs {regression['previous_accuracy']:.4f} "
+                      f"for version {regression['previous_version']} (more than "
+                      f"{max_regression_pts} pt lower); nothing written")
+            return {"passed": False, "regression": regression, "artifacts": []}
     thresholds = thresholds or GateThresholds()
     work = Path(tempfile.mkdtemp(prefix="tfllm-export-"))
     try:
@@ -312,6 +328,9 @@ def export_run(run_dir: str | Path, out: str | Path, formats: list[str],
                          is_lowercase(src.tokenizer), quiet)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if regression is not None and target.is_dir():
+        report["regression"] = regression
+        atomic_write_text(target / "export_report.json", json.dumps(report, indent=2) + "\n")
     if not quiet:
         print(f"export -> {target}: {'passed' if report['passed'] else 'FAILED'}")
     return report

@@ -101,9 +101,28 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_continual(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tfllm.config import load_config
     from tfllm.continual.protocol import load_protocol
     from tfllm.continual.train import run_continual
+    from tfllm.errors import InputError
+    from tfllm.finetune.train import FinetuneConfig
 
+    if args.feedback:
+        from tfllm.continual.feedback import train_from_feedback
+
+        if args.config or args.method:
+            raise InputError("--feedback trains from --init's own config: no --config/--method")
+        if not (Path(args.init) / "config.yaml").is_file():
+            raise InputError(f"--feedback needs --init to be a fine-tuned RUN_DIR: "
+                             f"{args.init} has no config.yaml")
+        cfg = load_config(FinetuneConfig, Path(args.init) / "config.yaml", args.overrides)
+        train_from_feedback(args.feedback, args.init, args.out, cfg, args.replay_rows,
+                            args.model_name)
+        return 0
+    if not args.config:
+        raise InputError("--config (a protocol) is needed without --feedback")
     overrides = list(args.overrides) + ([f"method.name={args.method}"] if args.method else [])
     run_continual(load_protocol(args.config, overrides), args.init, args.out,
                   protocol=args.config)
@@ -198,7 +217,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     report = export_run(args.model, args.out, formats, args.eval_data, args.version,
                         calibration_data=args.calibration_data, ort_fusion=args.ort_fusion,
-                        task=args.task)
+                        task=args.task, regression_data=args.regression_data,
+                        max_regression_pts=args.max_regression)
     return 0 if report["passed"] else 1
 
 
@@ -320,12 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("continual", help="one model through a sequence of tasks, forgetting "
                        "measured (accuracy matrix, BWT, forgetting, FWT)")
-    p.add_argument("--config", required=True, metavar="FILE",
+    p.add_argument("--config", metavar="FILE",
                    help="a protocol: configs/continual/sentiment.yaml, banking77.yaml")
+    p.add_argument("--feedback", metavar="FILE",
+                   help="instead of a protocol: train the next version of the --init RUN_DIR "
+                        "from a server's feedback.jsonl + replay of its own training rows")
+    p.add_argument("--replay-rows", type=int, default=1000, metavar="N",
+                   help="--feedback: the run's training rows mixed in (default 1000)")
+    p.add_argument("--model-name", metavar="NAME",
+                   help="--feedback: only this served model's records (default: all)")
     p.add_argument("--init", required=True,
                    help="none | RUN_DIR | keras-hub preset dir | Hugging Face BERT dir")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="continual.json, continual.png and a RUN_DIR per stage")
+                   help="continual.json, continual.png and a RUN_DIR per stage (--feedback: "
+                        "the new RUN_DIR)")
     p.add_argument("--method", choices=["naive", "replay", "l2sp", "ewc", "adapters", "joint"],
                    help="default: the protocol's method.name (naive)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
@@ -423,6 +451,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "too (by default the fused build is kept where it passes the gate and "
                         "is faster)")
     p.add_argument("--version", help="an integer, or auto for the next free one")
+    p.add_argument("--regression-data", metavar="FILE",
+                   help="labelled data the new version must not score more than "
+                        "--max-regression points below the version it replaces on (else exit 1, "
+                        "nothing written)")
+    p.add_argument("--max-regression", type=float, default=0.5, metavar="PTS",
+                   help="allowed accuracy drop on --regression-data, in points (default 0.5)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("monitor", help="sentiment over a text stream, alerts on negative surges")
