@@ -99,10 +99,12 @@ def train_from_feedback(feedback: str | Path, init: str | Path, out: str | Path,
         return classification_metrics([index[e.label] for e in examples],
                                       logits.argmax(-1).tolist(), names, quiet=True)
 
-    metrics = scored(eval_new)
+    # a handful of records leaves no held-out row: then the scores are on what it trained on
+    metrics = scored(eval_new or train_new)
     old = scored(eval_old)
     metrics.update({
-        "eval_source": f"{feedback}: held-out 20% of the feedback (stratified)",
+        "eval_source": (f"{feedback}: held-out 20% of the feedback (stratified)" if eval_new
+                        else f"{feedback}: the feedback it trained on (too few to hold out)"),
         "old_eval_accuracy": old["accuracy"], "old_eval_examples": len(eval_old),
         "feedback": {"file": str(feedback), "records": len(rows), "skipped_lines": skipped,
                      "train": len(train_new), "eval": len(eval_new)},
