@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -29,8 +28,7 @@ from tfllm.data.tasks import Example, stratified_split
 from tfllm.errors import InputError
 from tfllm.finetune.features import batched, classification_features, predict_logits
 from tfllm.finetune.metrics import classification_metrics
-from tfllm.finetune.train import FinetuneConfig, task_data, write_run
-from tfllm.training.optimizer import OptimizerConfig, build_optimizer
+from tfllm.finetune.train import FinetuneConfig, scheduled_optimizer, task_data, write_run
 
 
 def feedback_examples(path: str | Path, names: list[str], model: str | None = None,
@@ -80,12 +78,9 @@ def train_from_feedback(feedback: str | Path, init: str | Path, out: str | Path,
     x = classification_features(tokenizer, train, cfg.task.max_len, cfg.task.truncation)
     index = {name: i for i, name in enumerate(names)}
     y = np.eye(len(names), dtype="float32")[[index[e.label] for e in train]]
-    steps = math.ceil(len(train) / cfg.train.batch_size) * cfg.train.epochs
-    model.compile(optimizer=build_optimizer(OptimizerConfig(
-        learning_rate=cfg.train.learning_rate, warmup_steps=int(cfg.train.warmup_ratio * steps),
-        weight_decay=cfg.train.weight_decay, clipnorm=cfg.train.clipnorm), steps),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    model.compile(optimizer=scheduled_optimizer(cfg.train, len(train)),
+                  loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     history = model.fit(batched(x, y, cfg.train.batch_size, True, cfg.train.seed),

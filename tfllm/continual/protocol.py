@@ -31,13 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from tfllm.config import ConfigError, load_config
 from tfllm.data.readers import ReadReport
 from tfllm.data.tasks import Example, expand_path, read_examples, stratified_split
 from tfllm.errors import InputError
-from tfllm.finetune.train import FinetuneTrainConfig, ModelConfig
+from tfllm.finetune.train import FinetuneTrainConfig, ModelConfig, subsample
 
 METHODS = ("naive", "replay", "l2sp", "ewc", "adapters", "joint")
 
@@ -121,13 +119,6 @@ def load_protocol(path: str | Path, overrides: list[str] | tuple = ()) -> Contin
     return cfg
 
 
-def _subsample(rows: list[Example], limit: int | None, seed: int) -> list[Example]:
-    if not limit or len(rows) <= limit:
-        return rows
-    keep = np.sort(np.random.default_rng(seed).choice(len(rows), limit, replace=False))
-    return [rows[i] for i in keep]
-
-
 def _relabelled(rows: list[Example], task: ContinualTask) -> list[Example]:
     rename = {str(k): str(v) for k, v in (task.rename or {}).items()}
     rows = [Example(e.text, rename.get(e.label, e.label), e.text_pair, e.source, e.line)
@@ -167,8 +158,8 @@ def read_task(cfg: ContinualConfig, task: ContinualTask) -> TaskData:
     if len(found) < 2 and cfg.labels is None:
         raise InputError(f"task {task.name}: only one label in {task.train}")
     train, evaluation = stratified_split(train, cfg.eval_split, cfg.split_seed)
-    return TaskData(_subsample(train, task.max_train_examples, cfg.split_seed), evaluation,
-                    _subsample(test, task.max_test_examples, cfg.split_seed))
+    return TaskData(subsample(train, task.max_train_examples, cfg.split_seed), evaluation,
+                    subsample(test, task.max_test_examples, cfg.split_seed))
 
 
 def head_labels(cfg: ContinualConfig, data: list[TaskData]) -> list[list[str]]:

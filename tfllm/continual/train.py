@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,9 +51,9 @@ from tfllm.finetune.train import (
     TaskConfig,
     build_classifier,
     load_start,
+    scheduled_optimizer,
     write_run,
 )
-from tfllm.training.optimizer import OptimizerConfig, build_optimizer
 
 
 @dataclass
@@ -195,10 +194,7 @@ def _fit_stage(cfg: ContinualConfig, model: Any, backbone: Any, tokenizer: Any,
     x_train, y_train = _features(tokenizer, groups, names)
     x_eval, y_eval = _features(tokenizer, [(cfg.tasks[i], data[i].eval) for i in tasks], names)
     train = cfg.train
-    steps = math.ceil(len(y_train) / train.batch_size) * train.epochs
-    optimizer = build_optimizer(OptimizerConfig(
-        learning_rate=train.learning_rate, warmup_steps=int(train.warmup_ratio * steps),
-        weight_decay=train.weight_decay, clipnorm=train.clipnorm), steps)
+    optimizer = scheduled_optimizer(train, len(y_train))
     trainer = model
     if number > 0 and cfg.method.name in ("l2sp", "ewc"):
         importance = normalised(memory.fisher) if cfg.method.name == "ewc" else None

@@ -147,7 +147,8 @@ class FinetuneConfig:
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
 
 
-def _subsample(items: list, limit: int | None, seed: int) -> list:
+def subsample(items: list, limit: int | None, seed: int) -> list:
+    """At most `limit` items, a seeded random choice kept in order (all when None)."""
     if limit and len(items) > limit:
         keep = np.sort(np.random.default_rng(seed).choice(len(items), limit, replace=False))
         items = [items[i] for i in keep]
@@ -170,7 +171,7 @@ def _load_examples(task: TaskConfig) -> tuple[list[Example], list[Example], list
         evaluation = read_examples(task.eval, **columns, report=ReadReport(strict=True))
     else:
         train, evaluation = stratified_split(train, task.eval_split, task.split_seed)
-    return _subsample(train, task.max_train_examples, task.split_seed), evaluation, test
+    return subsample(train, task.max_train_examples, task.split_seed), evaluation, test
 
 
 def _load_sentences(task: TaskConfig):
@@ -186,7 +187,7 @@ def _load_sentences(task: TaskConfig):
         evaluation = [train[i] for i in sorted(order[:cut])]
         train = [train[i] for i in sorted(order[cut:])]
     test = read(task.test) if task.test else None
-    return _subsample(train, task.max_train_examples, task.split_seed), evaluation, test
+    return subsample(train, task.max_train_examples, task.split_seed), evaluation, test
 
 
 def _augmented(train: list[Example], cfg: AugmentConfig) -> list[Example]:
@@ -227,6 +228,14 @@ def encode_examples(tokenizer: Any, examples: list, task: TaskConfig,
         return keras_inputs(enc), enc["labels"]
     x = classification_features(tokenizer, examples, task.max_len, task.truncation)
     return x, np.array([index[e.label] for e in examples])
+
+
+def scheduled_optimizer(train: FinetuneTrainConfig, rows: int) -> Any:
+    """AdamW with warmup + decay over `train.epochs` passes of `rows` training rows."""
+    steps = math.ceil(rows / train.batch_size) * train.epochs
+    return build_optimizer(OptimizerConfig(
+        learning_rate=train.learning_rate, warmup_steps=int(train.warmup_ratio * steps),
+        weight_decay=train.weight_decay, clipnorm=train.clipnorm), steps)
 
 
 def load_start(cfg: FinetuneConfig, init: str, out: Path) -> tuple[Checkpoint, Any]:
@@ -418,10 +427,7 @@ def finetune(cfg: FinetuneConfig, init: str, out: str | Path, quiet: bool = Fals
     eval_ds = batched(x_eval, target[1], 64, False, 0)
 
     # 4. Fit.
-    steps = math.ceil(len(train) / cfg.train.batch_size) * cfg.train.epochs
-    optimizer = build_optimizer(OptimizerConfig(
-        learning_rate=cfg.train.learning_rate, warmup_steps=int(cfg.train.warmup_ratio * steps),
-        weight_decay=cfg.train.weight_decay, clipnorm=cfg.train.clipnorm), steps)
+    optimizer = scheduled_optimizer(cfg.train, len(train))
     trainer = model
     if method.fgm_epsilon > 0:
         trainer = FGMTrainer(model, backbone.token_embedding.embeddings, method.fgm_epsilon)
