@@ -230,3 +230,24 @@ def test_bad_protocols_are_refused_with_exit_2_and_nothing_written(
         assert rc == 2, name
         assert message in err, (name, err)
         assert not (out / "continual.json").exists() and not (out / "stages").exists(), name
+
+
+def test_the_shipped_protocols_load_and_split_banking77_into_seven_disjoint_sets_of_eleven():
+    import csv
+
+    from tfllm.continual.protocol import load_protocol
+
+    assert [t.name for t in load_protocol("configs/continual/sentiment.yaml").tasks] == [
+        "sst2", "imdb", "financial_phrasebank"]
+    tasks = load_protocol("configs/continual/banking77.yaml").tasks
+    intents = [label for task in tasks for label in task.labels]
+    with open(tasks[0].train.replace("${TFLLM_DATA}", str(_data_root())), newline="") as f:
+        every = {row["category"] for row in csv.DictReader(f)}
+    assert len(tasks) == 7 and all(len(t.labels) == 11 for t in tasks)
+    assert len(set(intents)) == 77 and set(intents) == every
+
+
+def _data_root() -> Path:
+    from tests.conftest import data_root
+
+    return data_root()
