@@ -118,6 +118,9 @@ def main() -> None:
         "no task id at test; 3 epochs a task, lr 1e-4, batch 32); replay keeps 5% of each "
         "past task's training rows (stratified); l2sp/ewc penalty lambda 1.0 (EWC Fisher "
         "normalised to mean 1, 256 rows a task). Recipes fixed in advance.\n\n"
+        "`train min` is the fit wall time on a 2-core machine that also ran tests during some "
+        "rows: not a speed measurement.\n\n"
+        f"Rows not run yet: {', '.join(n for n in ROWS if n not in data) or 'none'}.\n\n"
         "Commands (RUNS = --out, MINILM = the checkpoint folder): one per row, in "
         "`bench/results/continual.json`.\n")
     write_results("continual", "Continual learning (sentiment, BANKING77)",
