@@ -35,8 +35,10 @@ def regression_check(run_dir: str | Path, target: Path, data: str | Path,
     """{"passed", "new_accuracy", "previous_accuracy", "previous_version", "data",
     "examples", "max_drop_pts"}; passed when there is no previous version."""
     from tfllm.apps.classify import LocalClassifier
+    from tfllm.config import load_config
     from tfllm.data.tasks import read_examples
-    from tfllm.finetune.inference import evaluate_run, load_run
+    from tfllm.finetune.inference import evaluate_run
+    from tfllm.finetune.train import FinetuneConfig
 
     if not Path(data).is_file():
         raise InputError(f"--regression-data {data}: file not found")
@@ -49,7 +51,7 @@ def regression_check(run_dir: str | Path, target: Path, data: str | Path,
     previous = previous_version(target)
     if previous is None:
         return check
-    cfg = load_run(run_dir)[3].task
+    cfg = load_config(FinetuneConfig, Path(run_dir) / "config.yaml").task  # evaluate_run checked it
     rows = read_examples(data, text_column=cfg.text_column, label_column=cfg.label_column,
                          text_pair_column=cfg.text_pair_column, fmt=cfg.format)
     if cfg.text_pair_column:

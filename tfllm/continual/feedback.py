@@ -26,9 +26,14 @@ import numpy as np
 
 from tfllm.data.tasks import Example, stratified_split
 from tfllm.errors import InputError
-from tfllm.finetune.features import batched, classification_features, predict_logits
-from tfllm.finetune.metrics import classification_metrics
-from tfllm.finetune.train import FinetuneConfig, scheduled_optimizer, task_data, write_run
+from tfllm.finetune.features import batched, classification_features
+from tfllm.finetune.train import (
+    FinetuneConfig,
+    scheduled_optimizer,
+    score_examples,
+    task_data,
+    write_run,
+)
 
 
 def feedback_examples(path: str | Path, names: list[str], model: str | None = None,
@@ -88,15 +93,9 @@ def train_from_feedback(feedback: str | Path, init: str | Path, out: str | Path,
                         callbacks=[keras.callbacks.TensorBoard(str(out / "logs"))]).history
 
     # 3. Scores on both domains, then the RUN_DIR.
-    def scored(examples: list[Example]) -> dict:
-        logits = predict_logits(model, tokenizer, examples, cfg.task.max_len,
-                                truncation=cfg.task.truncation)
-        return classification_metrics([index[e.label] for e in examples],
-                                      logits.argmax(-1).tolist(), names, quiet=True)
-
     # a handful of records leaves no held-out row: then the scores are on what it trained on
-    metrics = scored(eval_new or train_new)
-    old = scored(eval_old)
+    metrics = score_examples(model, tokenizer, eval_new or train_new, names, cfg.task, quiet=True)
+    old = score_examples(model, tokenizer, eval_old, names, cfg.task, quiet=True)
     metrics.update({
         "eval_source": (f"{feedback}: held-out 20% of the feedback (stratified)" if eval_new
                         else f"{feedback}: the feedback it trained on (too few to hold out)"),

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +44,6 @@ from tfllm.continual.scores import continual_scores, save_heatmap
 from tfllm.data.tasks import Example, stratified_split
 from tfllm.errors import InputError
 from tfllm.finetune.features import batched, classification_features, predict_logits
-from tfllm.finetune.metrics import classification_metrics
 from tfllm.finetune.peft import trainable_count, with_adapters
 from tfllm.finetune.train import (
     FinetuneConfig,
@@ -52,6 +52,7 @@ from tfllm.finetune.train import (
     build_classifier,
     load_start,
     scheduled_optimizer,
+    score_examples,
     write_run,
 )
 
@@ -129,18 +130,12 @@ def run_continual(cfg: ContinualConfig, init: str, out: str | Path, quiet: bool 
     }
     save_heatmap(out / "continual.png", R, [t.name for t in cfg.tasks],
                  f"{method}: average accuracy {100 * scores['average_accuracy']:.1f}")
-    atomic_write_text(out / "continual.json", _json(report))
+    atomic_write_text(out / "continual.json", json.dumps(report, indent=2) + "\n")
     if not quiet:
         print(f"continual -> {out}: average accuracy {scores['average_accuracy']:.4f}"
               + (f", BWT {scores['bwt']:+.4f}, forgetting {scores['forgetting']:.4f}"
                  if scores["bwt"] is not None else ""))
     return report
-
-
-def _json(report: dict) -> str:
-    import json
-
-    return json.dumps(report, indent=2) + "\n"
 
 
 def _stage_config(cfg: ContinualConfig, task: ContinualTask) -> FinetuneConfig:
@@ -229,12 +224,8 @@ def _write_stage(cfg: ContinualConfig, out: Path, model: Any, backbone: Any,
     """The stage's RUN_DIR: a classifier run like `tfllm finetune` writes (it exports and
     serves), scored on its own tasks' eval rows, with the stage's row of R."""
     evaluation = [e for i in tasks for e in data[i].eval]
-    task = cfg.tasks[tasks[-1]]
-    logits = predict_logits(model, tokenizer, evaluation, task.max_len,
-                            truncation=task.truncation)
-    index = {name: i for i, name in enumerate(names)}
-    metrics = classification_metrics([index[e.label] for e in evaluation],
-                                     logits.argmax(-1).tolist(), names, quiet=True)
+    stage = _stage_config(cfg, cfg.tasks[tasks[-1]])
+    metrics = score_examples(model, tokenizer, evaluation, names, stage.task, quiet=True)
     metrics.update({
         "train_examples": sum(len(data[i].train) for i in tasks),
         "eval_examples": len(evaluation), "epochs_run": len(history["loss"]),
@@ -245,8 +236,7 @@ def _write_stage(cfg: ContinualConfig, out: Path, model: Any, backbone: Any,
         "continual": {"stage": number + 1, "tasks": [cfg.tasks[i].name for i in tasks],
                       "test_accuracy": dict(zip([t.name for t in cfg.tasks], row,
                                                 strict=True))}})
-    write_run(out, model, backbone, Path(tokenizer_dir), _stage_config(cfg, task), metrics,
-              names, history)
+    write_run(out, model, backbone, Path(tokenizer_dir), stage, metrics, names, history)
     model.preprocessor = None  # the saved preset's string preprocessor; training feeds ids
 
 
