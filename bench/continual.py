@@ -28,6 +28,11 @@ ROWS: dict[str, list[str]] = {
     "sentiment/l2sp": [], "sentiment/ewc": [], "sentiment/adapters": [],
     "banking77/naive": [], "banking77/joint": [], "banking77/replay": [],
     "banking77/ewc": [], "banking77/l2sp": [],
+    # the replay fixes for a growing head, compared on the eval splits
+    "banking77/replay-balanced": ["--set", "method.balanced_replay=true"],
+    "banking77/replay-aligned": ["--set", "method.align_head=true"],
+    "banking77/replay-balanced-aligned": ["--set", "method.balanced_replay=true",
+                                          "--set", "method.align_head=true"],
 }
 
 

@@ -1,7 +1,7 @@
 """``tfllm-serve``: serve a TF-Serving-layout model repository with onnxruntime.
 
     tfllm-serve --model-repo REPO [--host 127.0.0.1] [--port 8501] [--grpc-port 8500]
-                [--config configs/serve/default.yaml] [--auth-token-file FILE]
+                [--workers N] [--config configs/serve/default.yaml] [--auth-token-file FILE]
 
 Flags override the YAML config; ``--grpc-port 0`` turns gRPC off.
 """
@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="REST port (default 8501)")
     p.add_argument("--grpc-port", type=int, help="gRPC port (default 8500; 0 = off)")
     p.add_argument("--config", help="YAML config, e.g. configs/serve/default.yaml")
+    p.add_argument("--workers", type=int,
+                   help="server processes on the port (default: one per core; 1 = in this "
+                        "process)")
     p.add_argument("--auth-token-file", help="require 'Authorization: Bearer <file content>'")
     p.add_argument("--artifact", help="model_config.json artifact key to serve (default onnx)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -42,7 +45,7 @@ def load_config(args: argparse.Namespace) -> ServerConfig:
     for flag, attr in (
         ("model_repo", "model_repo"), ("host", "host"), ("port", "port"),
         ("grpc_port", "grpc_port"), ("auth_token_file", "auth_token_file"),
-        ("artifact", "artifact"), ("log_level", "log_level"),
+        ("artifact", "artifact"), ("log_level", "log_level"), ("workers", "workers"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -70,7 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(cfg.log_level)
         from .server import ServingServer
 
-        server = ServingServer(cfg)
+        if cfg.worker_count() > 1:
+            cfg.read_auth_token()  # a bad token file stops here, not in every worker
+            server = None
+        else:
+            server = ServingServer(cfg)
     except (OSError, ValueError) as exc:
         print(f"tfllm-serve: error: {exc}", file=sys.stderr)
         return 2
@@ -81,7 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         pass  # a host name: the operator chose it
     try:
-        server.run()
+        if server is None:
+            from .workers import serve_workers
+
+            serve_workers(cfg)
+        else:
+            server.run()
     except KeyboardInterrupt:
         # uvicorn re-raises the captured SIGINT once its graceful shutdown is done.
         pass

@@ -140,6 +140,10 @@ class ServerConfig:
     port: int = 8501
     # None or 0 disables the gRPC endpoint.
     grpc_port: int | None = 8500
+    # Server processes sharing the port (tfllm_serving.workers); 0 = one per core (one
+    # when feedback is on without log_text: ids are then known only to the worker that
+    # answered).
+    workers: int = 0
     auth_token_file: str | None = None
     file_system_poll_wait_seconds: float = 1.0
     # Default artifact (a key of model_config.json "artifacts") for every model.
@@ -196,6 +200,13 @@ class ServerConfig:
             raise ValueError("batching.max_batch_size must be >= 1")
         if self.batching.max_enqueued_batches < 1:
             raise ValueError("batching.max_enqueued_batches must be >= 1")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0 = one per core), got {self.workers}")
+        if self.workers > 1 and self.feedback.enabled and not self.feedback.log_text:
+            raise ValueError(
+                "workers > 1 with feedback needs feedback.log_text: true (a :feedback "
+                "naming a prediction id may reach another worker, which finds the text in "
+                "that worker's prediction log), or workers: 1")
 
     def model_spec(self, name: str) -> ModelSpecConfig:
         """The configured spec for ``name``, or the default latest-version spec."""
@@ -207,13 +218,24 @@ class ServerConfig:
     def artifact_for(self, name: str) -> str:
         return self.model_spec(name).artifact or self.artifact
 
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        if self.feedback.enabled and not self.feedback.log_text:
+            return 1
+        return available_cpus()
+
+    def worker_cpus(self) -> int:
+        """Each worker's share of the cores (what its batch and onnxruntime threads use)."""
+        return max(1, available_cpus() // self.worker_count())
+
     def batch_threads(self) -> int:
-        return self.batching.num_batch_threads or available_cpus()
+        return self.batching.num_batch_threads or self.worker_cpus()
 
     def intra_op_threads(self) -> int:
         if self.runtime.intra_op_threads:
             return self.runtime.intra_op_threads
-        return max(1, available_cpus() // self.batch_threads())
+        return max(1, self.worker_cpus() // self.batch_threads())
 
     def read_auth_token(self) -> bytes | None:
         """The bearer token as bytes (surrounding whitespace stripped), or None."""

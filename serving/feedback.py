@@ -8,7 +8,11 @@ id in the `X-Request-Id` response header; the TF Serving body is unchanged) and 
 `tfllm continual --feedback` trains the next version from.
 
 Each feedback line is one `os.write` on a file opened for appending, then fsync: a crash
-leaves at most a torn last line, which `read_feedback` skips (and counts).
+leaves at most a torn last line, which `read_feedback` skips (and counts). Several workers
+(`tfllm_serving.workers`) append to the one feedback file that way; each keeps its own
+prediction log (`predictions.jsonl` for the first worker slot, `predictions-wK.jsonl` for
+slot K, a slot held by a file lock while the worker lives), and a `:feedback` naming an id
+that another worker answered finds it in that worker's log (which then needs `log_text`).
 
 Example:
 
@@ -27,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import logging.handlers
@@ -67,13 +72,17 @@ def request_id(header: str | None) -> str:
 class FeedbackStore:
     """The prediction log, the ids it remembers, and the feedback file."""
 
-    def __init__(self, config: FeedbackConfig) -> None:
-        self.config = config
+    def __init__(self, config: FeedbackConfig, shared: bool = False) -> None:
+        """`shared`: other worker processes use the same `log_dir`."""
+        self.config, self.shared = config, shared
         folder = Path(config.log_dir)
         folder.mkdir(parents=True, exist_ok=True)
         self.feedback_path = folder / "feedback.jsonl"
+        slot = self._claim_slot(folder) if shared else 0
+        self.predictions_path = folder / ("predictions.jsonl" if slot == 0
+                                          else f"predictions-w{slot}.jsonl")
         handler = logging.handlers.RotatingFileHandler(
-            folder / "predictions.jsonl", maxBytes=config.max_log_bytes,
+            self.predictions_path, maxBytes=config.max_log_bytes,
             backupCount=config.backup_count, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(message)s"))
         # A logger of its own (not under tfllm_serving): these lines are data, not server logs.
@@ -81,6 +90,20 @@ class FeedbackStore:
         self._log.addHandler(handler)
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def _claim_slot(self, folder: Path) -> int:
+        """The lowest worker slot no live process holds (the lock goes with the process)."""
+        slot = 0
+        while True:
+            fd = os.open(folder / f".worker-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                slot += 1
+                continue
+            self._slot_lock = fd  # held open for the life of the store
+            return slot
 
     def record_predictions(self, model: str, version: int, texts: list[str],
                            predicted: list[str], request: str) -> list[str]:
@@ -117,6 +140,8 @@ class FeedbackStore:
         if "id" in body:
             with self._lock:
                 seen = self._recent.get(body["id"]) if isinstance(body["id"], str) else None
+            if seen is None and self.shared and isinstance(body["id"], str):
+                seen = self._logged_elsewhere(body["id"])
             if seen is None or seen["model"] != model:
                 raise NotFound(f"feedback.id {body['id']!r}: no recent prediction of model "
                                f"{model!r} has this id")
@@ -131,6 +156,26 @@ class FeedbackStore:
                           ensure_ascii=False) + "\n"
         self._append(line.encode("utf-8"))
         return record
+
+    def _logged_elsewhere(self, pid: str) -> dict[str, Any] | None:
+        """The prediction `pid` from another worker's current log (the newest line wins)."""
+        needle = json.dumps(pid)
+        for path in sorted(self.predictions_path.parent.glob("predictions*.jsonl")):
+            if path == self.predictions_path:
+                continue
+            found = None
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    if needle in line:
+                        try:
+                            entry = json.loads(line)
+                        except json.JSONDecodeError:
+                            continue
+                        if entry.get("id") == pid and "text" in entry:
+                            found = entry
+            if found is not None:
+                return found
+        return None
 
     def _append(self, data: bytes) -> None:
         with self._lock:

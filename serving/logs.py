@@ -28,6 +28,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "pid": record.process,  # which worker, when several serve one port
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and key != "color_message":

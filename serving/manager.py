@@ -106,6 +106,11 @@ class ModelManager:
                 servable.batcher.close()
         self.pool.shutdown()
 
+    def wait_scanned(self) -> None:
+        """Block until the first repository scan is done (each version loaded or rejected)."""
+        while not self.reconciled_once and not self._stop.is_set():
+            time.sleep(0.05)
+
     def _poll_loop(self) -> None:
         while not self._stop.is_set():
             try:

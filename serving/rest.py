@@ -109,7 +109,8 @@ class ModelRoutes:
         self.manager = manager
         self.config = config
         self.metrics = manager.metrics
-        self.feedback = FeedbackStore(config.feedback) if config.feedback.enabled else None
+        self.feedback = (FeedbackStore(config.feedback, shared=config.worker_count() > 1)
+                         if config.feedback.enabled else None)
 
     def _metric_model(self, name: str) -> str:
         # Unknown names (typos, fuzzing) share one label value: bounded cardinality.

@@ -16,6 +16,7 @@ from .config import ServerConfig
 from .manager import ModelManager
 from .metrics import ServingMetrics
 from .rest import create_app
+from .workers import server_options
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,10 @@ log = logging.getLogger(__name__)
 class ServingServer:
     """Everything one ``tfllm-serve`` process runs."""
 
-    def __init__(self, config: ServerConfig) -> None:
-        self.config = config
+    def __init__(self, config: ServerConfig, wait_for_models: bool = False) -> None:
+        # wait_for_models: start answering only after the first repository scan (a worker
+        # among several: the others take the traffic meanwhile).
+        self.config, self.wait_for_models = config, wait_for_models
         self.metrics = ServingMetrics()
         self.manager = ModelManager(config, self.metrics)
         self.auth_token = config.read_auth_token()
@@ -36,6 +39,8 @@ class ServingServer:
 
     def _start(self) -> None:
         self.manager.start()
+        if self.wait_for_models:
+            self.manager.wait_scanned()
         if self.config.grpc_port:
             # Imported only here: the generated protos define TF's message names.
             from .grpc_server import GrpcServer
@@ -54,15 +59,7 @@ class ServingServer:
         self.manager.stop()
 
     def uvicorn_config(self) -> uvicorn.Config:
-        return uvicorn.Config(
-            self.app,
-            host=self.config.host,
-            port=self.config.port,
-            log_config=None,  # logging.setup_logging owns the handlers (JSON)
-            access_log=False,  # rest.AccessLog writes JSON access lines instead
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
+        return uvicorn.Config(self.app, **server_options(self.config))
 
     def run(self) -> None:
         uvicorn.Server(self.uvicorn_config()).run()

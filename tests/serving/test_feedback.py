@@ -39,7 +39,9 @@ def test_predictions_get_ids_in_a_header_and_lines_in_the_log(client, logs, sst2
                     headers={"X-Request-Id": "batch-7"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "batch-7"
     predicted = [p["probabilities"] for p in r.json()["predictions"]]
-    lines = [json.loads(line) for line in (logs / "predictions.jsonl").read_text().splitlines()]
+    # one log per worker slot: predictions.jsonl, predictions-w1.jsonl, ...
+    lines = [json.loads(line) for path in logs.glob("predictions*.jsonl")
+             for line in path.read_text().splitlines()]
     mine = {line["id"]: line for line in lines if line["id"].startswith("batch-7-")}
     assert sorted(mine) == ["batch-7-0", "batch-7-1", "batch-7-2"]
     for row, (text, probs) in enumerate(zip(texts, predicted, strict=True)):

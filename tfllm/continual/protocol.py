@@ -66,6 +66,12 @@ class ContinualMethodConfig:
 
     name: str = "naive"
     replay_fraction: float = 0.05  # share of each past task's training rows kept and replayed
+    # replay: weight the stored rows' loss so that each old label weighs as much as the
+    # stage's average new label (same rows, same compute); against a growing head's new-label bias
+    balanced_replay: bool = False
+    # after each stage that adds labels, scale the new labels' head rows so their mean norm
+    # equals the old labels' (weight aligning, Zhao et al. 2020)
+    align_head: bool = False
     # penalty weight lambda of l2sp / ewc: lambda/2 * sum_i F_i (theta_i - theta*_i)^2, F
     # normalised to mean 1 so that one scale serves both
     penalty: float = 1.0

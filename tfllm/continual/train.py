@@ -102,6 +102,8 @@ def run_continual(cfg: ContinualConfig, init: str, out: str | Path, quiet: bool 
         history = _fit_stage(cfg, model, backbone, tokenizer, data, tasks, names, memory,
                              stage_out, number, quiet)
         seconds += time.perf_counter() - started
+        if cfg.method.align_head and number > 0:
+            _align_head(model, len(heads[stages[number - 1][-1]]))
         R.append([_accuracy(model, tokenizer, t, d.test, names)
                   for t, d in zip(cfg.tasks, data, strict=True)])
         R_eval.append([_accuracy(model, tokenizer, t, d.eval, names)
@@ -187,6 +189,10 @@ def _fit_stage(cfg: ContinualConfig, model: Any, backbone: Any, tokenizer: Any,
     for past in sorted({i for i, _ in memory.replay}):
         groups.append((cfg.tasks[past], [e for i, e in memory.replay if i == past]))
     x_train, y_train = _features(tokenizer, groups, names)
+    if cfg.method.balanced_replay and len(groups) > len(tasks):
+        # A scaled one-hot target scales that row's cross-entropy: a per-row loss weight
+        # without a sample-weight input (accuracy still reads the argmax).
+        y_train *= _balanced_weights(groups[len(tasks):], groups[:len(tasks)])[:, None]
     x_eval, y_eval = _features(tokenizer, [(cfg.tasks[i], data[i].eval) for i in tasks], names)
     train = cfg.train
     optimizer = scheduled_optimizer(train, len(y_train))
@@ -204,6 +210,34 @@ def _fit_stage(cfg: ContinualConfig, model: Any, backbone: Any, tokenizer: Any,
         validation_data=batched(x_eval, y_eval, 64, False, 0), epochs=train.epochs,
         callbacks=[keras.callbacks.TensorBoard(str(out / "logs"))], verbose=0 if quiet else 1)
     return history.history
+
+
+def _balanced_weights(stored: list[tuple[ContinualTask, list[Example]]],
+                      new: list[tuple[ContinualTask, list[Example]]]) -> np.ndarray:
+    """A weight per row (new rows first, then the stored ones, as `_features` orders them):
+    each old label weighs as much in the loss as the stage's average new label; mean 1."""
+    new_rows = [e for _, rows in new for e in rows]
+    per_new_label = len(new_rows) / max(1, len({e.label for e in new_rows}))
+    old_rows = [e for _, rows in stored for e in rows]
+    counts = {label: 0 for label in {e.label for e in old_rows}}
+    for e in old_rows:
+        counts[e.label] += 1
+    weights = np.array([1.0] * len(new_rows)
+                       + [per_new_label / counts[e.label] for e in old_rows], "float32")
+    return weights / weights.mean()
+
+
+def _align_head(model: Any, old: int) -> None:
+    """Weight aligning: the head's rows for the labels after the first `old` scaled by
+    mean old norm / mean new norm (kernel and bias: their logits scale alike)."""
+    kernel, bias = (np.asarray(w) for w in model.output_dense.weights)
+    if old <= 0 or old >= kernel.shape[1]:
+        return
+    norms = np.linalg.norm(kernel, axis=0)
+    gamma = norms[:old].mean() / norms[old:].mean()
+    kernel[:, old:] *= gamma
+    bias[old:] *= gamma
+    model.output_dense.set_weights([kernel, bias])
 
 
 def _accuracy(model: Any, tokenizer: Any, task: ContinualTask, rows: list[Example],

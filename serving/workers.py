@@ -1,0 +1,79 @@
+"""Several server processes on one port, so that HTTP, JSON and tokenization use every core.
+
+One Python process parses requests and tokenizes on one core at a time (the GIL); with
+`workers: N` (default: one per core) the parent binds the port once and uvicorn's own
+supervisor (`uvicorn.supervisors.Multiprocess`: spawns, health-checks and replaces dead
+workers, forwards SIGTERM/SIGINT for a graceful stop, SIGHUP restarts them one by one)
+runs N copies of the ordinary server on that socket. Each worker is the single-process
+server unchanged: its own model manager (hot reload by polling the repository), batcher and
+onnxruntime session with cores / N threads, the same auth token, and its gRPC server on the
+shared gRPC port (SO_REUSEPORT, gRPC's default on Linux). What they share:
+
+- `/metrics`: prometheus_client's multiprocess mode (a directory of per-process files that
+  any worker sums on a scrape), so counters and histograms add up across workers;
+- the feedback files (`tfllm_serving.feedback`): one prediction log per worker slot, one
+  feedback file appended by all.
+
+A worker starts taking connections only when its first repository scan is done (its models
+loaded or rejected), so no request lands on a worker that is still loading.
+
+Example (a repository as `tfllm export` writes it):
+
+    tfllm-serve --model-repo models --workers 2      # or `workers: 2` in the YAML
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+from .config import ServerConfig
+
+_CONFIG_ENV = "TFLLM_SERVE_CONFIG_JSON"
+_METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch
+
+
+def serve_workers(config: ServerConfig) -> None:
+    """Bind `config.host:config.port` once and run `config.worker_count()` workers on it
+    until SIGINT/SIGTERM."""
+    metrics_dir = tempfile.mkdtemp(prefix="tfllm-serve-metrics-")
+    # Spawned workers inherit the environment: the config after CLI overrides, and the
+    # metrics directory (read by prometheus_client when a worker imports it).
+    os.environ[_CONFIG_ENV] = json.dumps(dataclasses.asdict(config))
+    os.environ[_METRICS_ENV] = metrics_dir
+    try:
+        uv_config = uvicorn.Config(
+            "tfllm_serving.workers:worker_app", factory=True, workers=config.worker_count(),
+            **server_options(config))
+        Multiprocess(uv_config, sockets=[uv_config.bind_socket()]).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def server_options(config: ServerConfig) -> dict[str, Any]:
+    """uvicorn settings shared by the one-process server and the workers."""
+    return {
+        "host": config.host,
+        "port": config.port,
+        "log_config": None,  # logging.setup_logging owns the handlers (JSON)
+        "access_log": False,  # rest.AccessLog writes JSON access lines instead
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 5,
+    }
+
+
+def worker_app() -> Any:
+    """In a worker: the ASGI app of one ordinary server, from the parent's config."""
+    from .logs import setup_logging
+    from .server import ServingServer
+
+    config = ServerConfig.from_dict(json.loads(os.environ[_CONFIG_ENV]))
+    setup_logging(config.log_level)
+    return ServingServer(config, wait_for_models=True).app
