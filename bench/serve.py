@@ -10,9 +10,11 @@ One run measures, on the same ONNX file and tokenizer.json:
    softmax, as the server does per request) and throughput (sequences/s) at batch sizes
    1, 8, 32, 64, the best of which is "best batched";
 2. `tfllm-serve` started as a subprocess on free 127.0.0.1 ports (gRPC off) with batching
-   on: REST `:predict` latency at B=1 from one client, and requests/s at 1, 8 and 32
+   on, once per `--workers` count (1 = one process; N = N processes on the port): REST
+   `:predict` latency at B=1 from one client, and requests/s at 1, 8, 32 and 128
    concurrent clients (threads, one `httpx.Client` each, one sentence per request);
-3. the same server with `batching.enabled: false`: requests/s at 32 clients.
+3. the server with the most workers and `batching.enabled: false`: requests/s at the
+   highest client count.
 
 Every phase stops after `--requests` requests (sequences for in-process batches) or
 `--seconds`, whichever comes first; the only address ever contacted is 127.0.0.1. The
@@ -327,38 +329,69 @@ def bench_in_process(model: InProcess, texts: list[str], requests: int, seconds:
                "sequences_per_s": round(done / wall, 1)}
         result["batched"].append(row)
         print(f"in-process batch {b}: {row['sequences_per_s']:.1f} seq/s", flush=True)
+    # The same sentences sorted by token count before batching (less padding): what an
+    # offline user would do, and the strongest in-process rows.
+    lengths = [len(model.tok.encode(t).ids) for t in texts]
+    ordered = [texts[i] for i in np.argsort(lengths, kind="stable")]
+    for b in batch_sizes:
+        if b == 1:
+            continue
+        batches = [ordered[j:j + b] for j in range(0, len(ordered), b)][:-(-requests // b)]
+        for batch in batches[:2]:
+            model(batch)
+        done, started = 0, time.perf_counter()
+        deadline = started + seconds
+        for batch in batches:
+            model(batch)
+            done += len(batch)
+            if time.perf_counter() > deadline:
+                break
+        wall = time.perf_counter() - started
+        row = {"batch_size": b, "sorted": True, "sequences": done, "seconds": round(wall, 3),
+               "sequences_per_s": round(done / wall, 1)}
+        result["batched"].append(row)
+        print(f"in-process batch {b}, length-sorted: {row['sequences_per_s']:.1f} seq/s",
+              flush=True)
     best = max(result["batched"], key=lambda r: r["sequences_per_s"])
     result["best_batched"] = {"batch_size": best["batch_size"],
+                              "sorted": best.get("sorted", False),
                               "sequences_per_s": best["sequences_per_s"]}
     return result
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process from /proc (0.0 where /proc is missing)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    """utime + stime of a process and every live process under it (the server's workers),
+    from /proc (0.0 where /proc is missing)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 class Server(ServerProcess):
     """`tfllm-serve` on a free 127.0.0.1 port with the benchmark's config, gRPC off."""
 
-    def __init__(self, repo: Path, name: str, settings: dict, work: Path) -> None:
+    def __init__(self, repo: Path, name: str, settings: dict, workers: int, work: Path) -> None:
         import yaml
 
         cfg = yaml.safe_load((REPO / "configs" / "serve" / "default.yaml").read_text()) or {}
         port = free_port()
         cfg.update(host=HOST, port=port, grpc_port=0, model_repo=str(repo),
-                   models=[{"name": name}])
+                   models=[{"name": name}], workers=workers)
         for section, values in settings.items():
             cfg.setdefault(section, {}).update(values)
         self.config = cfg
-        tag = "on" if cfg["batching"]["enabled"] else "off"
-        cfg_path = work / f"serve-batching-{tag}.yaml"
+        tag = f"workers-{workers}-batching-{'on' if cfg['batching']['enabled'] else 'off'}"
+        cfg_path = work / f"serve-{tag}.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-        super().__init__(["--config", str(cfg_path)], port, work / f"serve-batching-{tag}.log",
+        super().__init__(["--config", str(cfg_path)], port, work / f"serve-{tag}.log",
                          host=HOST)
         self.predict_url = f"{self.base}/v1/models/{name}:predict"
         self.status_url = f"{self.base}/v1/models/{name}"
@@ -487,7 +520,7 @@ def bench_server(server: Server, bodies: list[bytes], texts: list[str], model: I
                  requests: int, seconds: float, clients: list[int], label: str,
                  latency: bool) -> dict:
     server.wait_ready()
-    result: dict = {"config": {k: server.config[k] for k in ("batching", "runtime",
+    result: dict = {"config": {k: server.config[k] for k in ("workers", "batching", "runtime",
                                                             "access_log", "log_level")}}
     loaded = [json.loads(line) for line in server.log().splitlines()
               if '"version_loaded"' in line]
@@ -526,68 +559,101 @@ def ms(lat: dict) -> list[str]:
 
 
 def report(results: dict, quick: bool) -> tuple[str, str, dict]:
-    ip, on, off = results["in_process"], results["server_batching_on"], \
-        results["server_batching_off"]
+    ip, servers = results["in_process"], results["servers"]
+    on = {int(k.split("-")[1]): v for k, v in servers.items() if k.endswith("batching-on")}
+    off = next(v for k, v in servers.items() if k.endswith("batching-off"))
+    most = max(on)
     rows = [["in-process ORT, B=1 (tokenize + run)", *ms(ip["b1_latency"]),
              f"{1e3 / ip['b1_latency']['mean_ms']:.1f} seq/s", "–", "1"]]
     for b in ip["batched"]:
-        rows.append([f"in-process ORT, batch {b['batch_size']}", "–", "–", "–",
+        rows.append([f"in-process ORT, batch {b['batch_size']}"
+                     + (", length-sorted sentences" if b.get("sorted") else ""), "–", "–", "–",
                      f"{b['sequences_per_s']:.1f} seq/s", "–", str(b["batch_size"])])
-    floor = on["http_floor"]
-    rows.append(["server REST, GET model status, 1 client (HTTP floor, no model)",
-                 *ms(floor["latency"]), f"{floor['requests_per_s']} req/s",
-                 str(floor["errors"]), "–"])
-    lat = on["b1_latency"]
-    rows.append(["server REST, B=1, 1 client (latency)", *ms(lat["latency"]),
-                 f"{lat['requests_per_s']} req/s", str(lat["errors"]),
-                 str(lat["mean_batch_size"])])
-    for label, part in (("batching on", on), ("batching off", off)):
+    for workers, part in sorted(on.items()):
+        who = f"server REST, {workers} worker{'s' if workers > 1 else ''}"
+        floor, lat = part["http_floor"], part["b1_latency"]
+        rows.append([f"{who}, GET model status, 1 client (HTTP floor, no model)",
+                     *ms(floor["latency"]), f"{floor['requests_per_s']} req/s",
+                     str(floor["errors"]), "–"])
+        rows.append([f"{who}, B=1, 1 client (latency)", *ms(lat["latency"]),
+                     f"{lat['requests_per_s']} req/s", str(lat["errors"]),
+                     str(lat["mean_batch_size"])])
         for row in part["throughput"]:
-            rows.append([f"server REST, {label}, {row['clients']} clients", *ms(row["latency"]),
+            rows.append([f"{who}, batching on, {row['clients']} clients", *ms(row["latency"]),
                          f"{row['requests_per_s']} req/s", str(row["errors"]),
                          str(row["mean_batch_size"])])
+    for row in off["throughput"]:
+        rows.append([f"server REST, {most} workers, batching off, {row['clients']} clients",
+                     *ms(row["latency"]), f"{row['requests_per_s']} req/s",
+                     str(row["errors"]), str(row["mean_batch_size"])])
     table = markdown_table(["measurement", "p50 ms", "p95 ms", "p99 ms", "throughput",
                             "errors", "mean batch"], rows)
 
     def at(part: dict, clients: int) -> float:
         return next(r["requests_per_s"] for r in part["throughput"] if r["clients"] == clients)
 
-    top = max(r["clients"] for r in on["throughput"])
-    gap = lat["latency"]["p50_ms"] - ip["b1_latency"]["p50_ms"]
-    vs_best = at(on, top) / ip["best_batched"]["sequences_per_s"]
-    vs_off = at(on, top) / at(off, top)
+    best = ip["best_batched"]["sequences_per_s"]
+    clients = sorted(r["clients"] for r in on[most]["throughput"])
+    top, mid = clients[-1], (32 if 32 in clients else clients[-1])
+    gap = on[most]["b1_latency"]["latency"]["p50_ms"] - ip["b1_latency"]["p50_ms"]
+    vs_best = {c: at(on[most], c) / best for c in (mid, top)}
+    vs_one = {c: at(on[most], c) / at(on[1], c) for c in (mid, top)} if 1 in on else {}
+    vs_off = at(on[most], mid) / at(off, mid)
+    unsorted = max((b for b in ip["batched"] if not b.get("sorted")),
+                   key=lambda b: b["sequences_per_s"])
+    vs_unsorted = at(on[most], mid) / unsorted["sequences_per_s"]
     ratios = {
+        "workers": most,
         "server_p50_minus_in_process_p50_ms": round(gap, 3),
-        f"server_{top}_clients_over_in_process_best_batched": round(vs_best, 3),
-        f"batching_on_over_off_{top}_clients": round(vs_off, 3),
+        **{f"server_{c}_clients_over_in_process_best_batched": round(v, 3)
+           for c, v in vs_best.items()},
+        **{f"workers_{most}_over_1_at_{c}_clients": round(v, 3) for c, v in vs_one.items()},
+        f"batching_on_over_off_{mid}_clients": round(vs_off, 3),
+        f"server_{mid}_clients_over_in_process_best_unsorted_batch": round(vs_unsorted, 3),
         "met": {"p50_gap": gap <= TARGETS["p50_gap_ms"],
-                "vs_in_process_best_batched": vs_best >= TARGETS["vs_in_process_best_batched"],
+                "vs_in_process_best_batched":
+                    vs_best[mid] >= TARGETS["vs_in_process_best_batched"],
+                "workers_no_slower": all(v >= 1.0 for v in vs_one.values()),
                 "vs_batching_off": vs_off >= TARGETS["vs_batching_off"]},
     }
     yes = {True: "yes", False: "**no**"}
     met = ratios["met"]
-    table += "\n\n" + markdown_table(["ratio", "measured", "target", "met"], [
-        ["server p50 − in-process p50 at B=1", f"{gap:+.2f} ms",
-         f"≤ {TARGETS['p50_gap_ms']} ms", yes[met["p50_gap"]]],
-        [f"server {top} clients ÷ in-process best batched (batch "
-         f"{ip['best_batched']['batch_size']})", f"{vs_best:.2f}×",
-         f"≥ {TARGETS['vs_in_process_best_batched']}×", yes[met["vs_in_process_best_batched"]]],
-        [f"batching on ÷ batching off, {top} clients", f"{vs_off:.2f}×",
-         f"≥ {TARGETS['vs_batching_off']}×", yes[met["vs_batching_off"]]],
-    ])
+    batch = f"{ip['best_batched']['batch_size']}" + (
+        ", length-sorted" if ip["best_batched"].get("sorted") else "")
+    ratio_rows = [["server p50 − in-process p50 at B=1 "
+                   f"({most} workers)", f"{gap:+.2f} ms", f"≤ {TARGETS['p50_gap_ms']} ms",
+                   yes[met["p50_gap"]]]]
+    for c, v in vs_best.items():
+        target = TARGETS["vs_in_process_best_batched"]
+        ratio_rows.append([f"server {c} clients ({most} workers) ÷ in-process best batched "
+                           f"(batch {batch})", f"{v:.2f}×", f"≥ {target}×" if c == mid else
+                           "–", yes[v >= target] if c == mid else "–"])
+    ratio_rows.append([f"server {mid} clients ({most} workers) ÷ in-process best batch of "
+                       f"sentences in arrival order (batch {unsorted['batch_size']}; issue "
+                       "24's \"today\" measure)", f"{vs_unsorted:.2f}×", "–", "–"])
+    for c, v in vs_one.items():
+        ratio_rows.append([f"{most} workers ÷ 1 worker, {c} clients", f"{v:.2f}×", "≥ 1×",
+                           yes[v >= 1.0]])
+    ratio_rows.append([f"batching on ÷ batching off, {mid} clients ({most} workers)",
+                       f"{vs_off:.2f}×", f"≥ {TARGETS['vs_batching_off']}×",
+                       yes[met["vs_batching_off"]]])
+    table += "\n\n" + markdown_table(["ratio", "measured", "target", "met"], ratio_rows)
+    return table, notes_text(results, quick, on[most], mid), ratios
 
-    m, cfg = results["model"], on["config"]
+
+def notes_text(results: dict, quick: bool, part: dict, clients: int) -> str:
+    ip, m, cfg = results["in_process"], results["model"], part["config"]
     b, rt = cfg["batching"], cfg["runtime"]
     model = (f"{m['layers']}-layer BERT encoder, hidden {m['hidden']}, {m['heads']} heads, FFN "
              f"{m['ffn']}, vocab {m['vocab']:,} (WordPiece trained on SST-2 train), "
              f"{m['parameters'] / 1e6:.1f} M parameters, random weights, built with "
              "`onnx.helper` by the benchmark") if "layers" in m else f"`{m['path']}`"
-    c_on = on["throughput"][-1]
+    row = next(r for r in part["throughput"] if r["clients"] == clients)
     b1 = next((r for r in ip["batched"] if r["batch_size"] == 1), None)
     gain = ip["best_batched"]["sequences_per_s"] / b1["sequences_per_s"] if b1 else None
     ceiling = (f"In-process, the best batch runs {gain:.2f}× as many sequences/s as batch 1: "
                "that bounds what batching on ÷ off can reach on this device. ") if gain else ""
-    notes = (
+    return (
         f"{'**Quick run (tiny counts, not a measurement).** ' if quick else ''}"
         f"Execution providers (server and in-process): "
         f"{', '.join(rt['providers'])}. "
@@ -600,25 +666,28 @@ def report(results: dict, quick: bool) -> tuple[str, str, dict]:
         f"Each phase: at most {results['requests']:,} requests (sequences for the batched "
         f"in-process rows) or {results['seconds']:.0f} s. Clients: Python threads with one "
         "keep-alive `httpx.Client` each, on the same machine as the server (they share the "
-        f"{results['cores']} cores; at {top} clients the client side used "
-        f"{c_on['client_cpu_ms_per_request']} ms CPU per request, the server "
-        f"{c_on['server_cpu_ms_per_request']} ms). {ceiling}"
+        f"{results['cores']} cores; at {clients} clients and {cfg['workers']} workers the "
+        f"client side used {row['client_cpu_ms_per_request']} ms CPU per request, the server "
+        f"{row['server_cpu_ms_per_request']} ms, all its processes). {ceiling}"
         "The HTTP floor row is `GET /v1/models/NAME` (routing, JSON, access log; no "
         "tokenizer or model): most of the B=1 gap that is not model time. "
-        f"Server: `configs/serve/default.yaml` with gRPC off and batching "
-        f"max_batch_size {b['max_batch_size']}, batch_timeout_micros "
-        f"{b['batch_timeout_micros']}, num_batch_threads {b['num_batch_threads']}, "
-        f"max_enqueued_batches {b['max_enqueued_batches']}, runtime.intra_op_threads "
-        f"{rt['intra_op_threads']} (0 = cores ÷ batch threads), runtime.intra_op_spinning "
+        "Server: `configs/serve/default.yaml` with gRPC off, `workers` as in the row (N "
+        "processes on the port, each with its own batcher and onnxruntime session, threads "
+        "= cores ÷ workers), batching "
+        f"max_batch_size {b['max_batch_size']}, max_padding_ratio "
+        f"{b.get('max_padding_ratio', 0)} (0 = by device: 1.3 on CPU), batch_timeout_micros "
+        f"{b['batch_timeout_micros']}, num_batch_threads {b['num_batch_threads']} (per "
+        f"worker), max_enqueued_batches {b['max_enqueued_batches']}, "
+        f"runtime.intra_op_threads {rt['intra_op_threads']} (0 = a worker's cores ÷ its "
+        "batch threads), runtime.intra_op_spinning "
         f"{str(rt.get('intra_op_spinning')).lower()}, access_log "
         f"{str(cfg['access_log']).lower()} (to a file); the batching-off server is the same "
         "with `batching.enabled: false`. Server answers equal in-process ones (max |Δ "
-        f"probability| {on['max_abs_probability_diff_vs_in_process']:.1e}). *Mean batch* is "
-        "rows per model run from the server's `/metrics`. Targets (issue 7): server p50 ≤ "
-        "in-process p50 + 1.5 ms; 32-client throughput ≥ 0.8× in-process best batched and "
-        "≥ 3× batching off."
+        f"probability| {part['max_abs_probability_diff_vs_in_process']:.1e}). *Mean batch* "
+        "is rows per model run from the server's `/metrics` (summed over workers). Targets "
+        "(issues 7, 24): server p50 ≤ in-process p50 + 1.5 ms; 32-client throughput ≥ 0.8× "
+        "in-process best batched and ≥ 3× batching off; N workers no slower than 1."
     )
-    return table, notes, ratios
 
 
 # ---- main -----------------------------------------------------------------------------
@@ -636,7 +705,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="requests per phase and concurrency level (default 2000)")
     p.add_argument("--seconds", type=float, default=60.0,
                    help="time cap per phase and concurrency level (default 60)")
-    p.add_argument("--clients", default="1,8,32", help="concurrency levels (default 1,8,32)")
+    p.add_argument("--clients", default="1,8,32,128",
+                   help="concurrency levels (default 1,8,32,128)")
+    p.add_argument("--workers", default=f"1,{os.cpu_count()}",
+                   help="server worker counts to compare (default 1,<cores>)")
     p.add_argument("--batch-sizes", default="1,8,32,64",
                    help="in-process batch sizes (default 1,8,32,64)")
     p.add_argument("--num-batch-threads", type=int, default=1,
@@ -649,6 +721,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="server batching.batch_timeout_micros (default 0)")
     p.add_argument("--max-batch-size", type=int, default=32,
                    help="server batching.max_batch_size (default 32)")
+    p.add_argument("--max-padding-ratio", type=float, default=0.0,
+                   help="server batching.max_padding_ratio (default 0 = by device)")
     p.add_argument("--providers", choices=sorted(PROVIDERS), default="cpu",
                    help="cpu (default), or cuda: the CUDA execution provider for both the "
                         "in-process session and the server; results go to serve-cuda")
@@ -690,19 +764,24 @@ def main(argv: list[str] | None = None) -> int:
                                                  batch_sizes)
         settings = {"batching": {"max_batch_size": args.max_batch_size,
                                  "batch_timeout_micros": args.batch_timeout_micros,
-                                 "num_batch_threads": args.num_batch_threads},
+                                 "num_batch_threads": args.num_batch_threads,
+                                 "max_padding_ratio": args.max_padding_ratio},
                     "runtime": {"intra_op_threads": args.intra_op_threads,
                                 "intra_op_spinning": args.intra_op_spinning,
                                 "providers": list(providers)}}
-        for enabled, key in ((True, "server_batching_on"), (False, "server_batching_off")):
+        worker_counts = sorted({int(w) for w in args.workers.split(",")})
+        mid = 32 if 32 in clients else max(clients)  # the batching-off comparison
+        results["servers"] = {}
+        phases = [(w, True) for w in worker_counts] + [(worker_counts[-1], False)]
+        for workers, enabled in phases:
             phase = {s: dict(v) for s, v in settings.items()}
             phase["batching"]["enabled"] = enabled
-            server = Server(repo, name, phase, work)
+            server = Server(repo, name, phase, workers, work)
             servers.append(server)
-            label = "batching on" if enabled else "batching off"
-            results[key] = bench_server(server, bodies, texts, model, args.requests,
-                                        args.seconds, clients if enabled else [max(clients)],
-                                        label, latency=enabled)
+            label = f"{workers} workers, batching {'on' if enabled else 'off'}"
+            results["servers"][f"workers-{workers}-batching-{'on' if enabled else 'off'}"] = (
+                bench_server(server, bodies, texts, model, args.requests, args.seconds,
+                             clients if enabled else [mid], label, latency=enabled))
             server.stop()
         table, notes, ratios = report(results, args.quick)
         results["ratios"] = ratios

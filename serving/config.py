@@ -94,8 +94,12 @@ class BatchingConfig:
     # Serving's "slightly above zero" (~1000) trades that latency for fuller batches.
     batch_timeout_micros: int = 0
     max_enqueued_batches: int = 64
-    # 0 = one per CPU core.
+    # 0 = one per CPU core (of the worker's share).
     num_batch_threads: int = 0
+    # A merged batch's padded tokens may reach this many times its requests' own (requests
+    # sorted by length, split where it would be more). 0 = by device: 1.3 on a CPU, where a
+    # run costs about its padded tokens; no limit on a GPU, where it costs per run.
+    max_padding_ratio: float = 0.0
 
 
 @dataclass
@@ -200,6 +204,9 @@ class ServerConfig:
             raise ValueError("batching.max_batch_size must be >= 1")
         if self.batching.max_enqueued_batches < 1:
             raise ValueError("batching.max_enqueued_batches must be >= 1")
+        if self.batching.max_padding_ratio and self.batching.max_padding_ratio < 1:
+            raise ValueError("batching.max_padding_ratio must be >= 1 (or 0 = by device), "
+                             f"got {self.batching.max_padding_ratio}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = one per core), got {self.workers}")
         if self.workers > 1 and self.feedback.enabled and not self.feedback.log_text:

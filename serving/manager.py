@@ -215,6 +215,7 @@ class ModelManager:
             intra_op_spinning=cfg.runtime.intra_op_spinning,
             max_sequence_length=cfg.limits.max_sequence_length,
             over_length=cfg.limits.over_length,
+            max_padding_ratio=cfg.batching.max_padding_ratio,
         )
         runtime.validate_and_warm_up(cfg.batching.max_batch_size, warmup=cfg.runtime.warmup)
         return runtime

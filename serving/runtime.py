@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 TASKS = ("classification", "token_classification", "embedding")
 ID_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Padded tokens per real token a merged CPU batch may reach (batching.max_padding_ratio 0)
+CPU_MAX_PADDING_RATIO = 1.3
 _ORT_TO_NUMPY = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _NUMPY_TO_DT = {np.dtype(np.int64): "DT_INT64", np.dtype(np.int32): "DT_INT32"}
 
@@ -117,6 +119,35 @@ def choose_providers(requested: list[str] | str = "auto") -> list[str]:
     return chosen or ["CPUExecutionProvider"]
 
 
+def width_groups(widths: Sequence[int], sizes: Sequence[int],
+                 max_padding_ratio: float) -> list[list[int]]:
+    """Requests (their padded widths and row counts) grouped for merged runs: sorted by
+    width, a group closes when merging the next one would make its padded tokens exceed
+    `max_padding_ratio` times the requests' own. On a CPU a run costs about its padded
+    tokens, so merging short and long sentences wastes more than batching saves
+    (bench/serve.py); a GPU pays per run instead, and takes everything in one group.
+
+    >>> width_groups([9, 40, 10, 38], [1, 1, 1, 1], 1.3)
+    [[0, 2], [3, 1]]
+    >>> width_groups([9, 40, 10, 38], [1, 1, 1, 1], float("inf"))
+    [[0, 2, 3, 1]]
+    """
+    groups: list[list[int]] = []
+    rows = tokens = 0
+    for i in sorted(range(len(widths)), key=lambda i: widths[i]):
+        # Sorted, so the newcomer is the widest: the merged batch pads to its width.
+        if groups and (rows + sizes[i]) * widths[i] > max_padding_ratio * (
+                tokens + sizes[i] * widths[i]):
+            groups.append([])
+            rows = tokens = 0
+        if not groups:
+            groups.append([])
+        groups[-1].append(i)
+        rows += sizes[i]
+        tokens += sizes[i] * widths[i]
+    return groups
+
+
 class ModelRuntime:
     """A loaded, validated model version.
 
@@ -134,6 +165,7 @@ class ModelRuntime:
         session: ort.InferenceSession,
         max_sequence_length: int,
         over_length: str,
+        max_padding_ratio: float = 0.0,
     ) -> None:
         self.version_dir = version_dir
         self.name = version_dir.parent.name
@@ -161,6 +193,10 @@ class ModelRuntime:
         wanted = "embedding" if self.task == "embedding" else "logits"
         self.output_name = wanted if wanted in names else names[0]
         self.embedding_dim = int(model_config.get("embedding_dim", 0))
+        # 0 = by device: a GPU merges every queued request, a CPU only similar widths.
+        on_gpu = session.get_providers()[0] != "CPUExecutionProvider"
+        self.max_padding_ratio = max_padding_ratio or (
+            float("inf") if on_gpu else CPU_MAX_PADDING_RATIO)
 
     @classmethod
     def load(
@@ -172,6 +208,7 @@ class ModelRuntime:
         intra_op_spinning: bool = False,
         max_sequence_length: int = 0,
         over_length: str = "truncate",
+        max_padding_ratio: float = 0.0,
     ) -> ModelRuntime:
         """Read the version folder written by ``tfllm export`` and open the ORT session.
 
@@ -217,7 +254,8 @@ class ModelRuntime:
         )
         model_max = int(model_config.get("max_len", 512))
         limit = min(model_max, max_sequence_length) if max_sequence_length else model_max
-        return cls(vdir, model_config, labels, tokenizer, session, limit, over_length)
+        return cls(vdir, model_config, labels, tokenizer, session, limit, over_length,
+                   max_padding_ratio)
 
     @property
     def providers(self) -> list[str]:
@@ -296,7 +334,19 @@ class ModelRuntime:
         return ("embedding",) if self.task == "embedding" else ("logits", "probabilities")
 
     def run_many(self, batches: Sequence[EncodedBatch]) -> list[BatchOutput]:
-        """Merge requests into one padded batch, run once, and split the outputs back."""
+        """Run requests merged into padded batches of similar width (`width_groups`) and
+        split the outputs back, in the order given."""
+        if len(batches) == 1:
+            return [self.run(batches[0])]
+        results: list[BatchOutput] = [None] * len(batches)  # type: ignore[list-item]
+        for group in width_groups([b.width for b in batches], [b.size for b in batches],
+                                  self.max_padding_ratio):
+            for i, out in zip(group, self._run_merged([batches[i] for i in group]),
+                              strict=True):
+                results[i] = out
+        return results
+
+    def _run_merged(self, batches: Sequence[EncodedBatch]) -> list[BatchOutput]:
         if len(batches) == 1:
             return [self.run(batches[0])]
         width = max(b.width for b in batches)

@@ -12,13 +12,21 @@ from tfllm_serving.runtime import ModelRuntime
 from tokenizers import Tokenizer
 
 
+@pytest.mark.parametrize("max_padding_ratio", [1.0, 1.3, float("inf")])
 def test_merged_padded_batch_equals_one_by_one_onnxruntime_on_sst2_dev(
-    model_repo: Path, sst2_sentences: list[str]
+    model_repo: Path, sst2_sentences: list[str], max_padding_ratio: float,
 ) -> None:
     vdir = model_repo / "sst2" / "1"
-    rt = ModelRuntime.load(vdir)
+    rt = ModelRuntime.load(vdir, max_padding_ratio=max_padding_ratio)
     requests = [rt.encode_texts(sst2_sentences[i : i + 3]) for i in range(0, 24, 3)]
+    runs: list[int] = []
+    run = rt.run
+    rt.run = lambda batch: runs.append(batch.size) or run(batch)  # count the session calls
     merged = rt.run_many(requests)
+    # 1.0: only equal widths merge; no limit: one run; the CPU default in between
+    assert (len(runs) == 1) == (max_padding_ratio == float("inf"))
+    if max_padding_ratio == 1.0:
+        assert len(runs) == len({r.width for r in requests})
 
     tok = Tokenizer.from_file(str(vdir / "tokenizer.json"))
     tok.enable_truncation(128)
