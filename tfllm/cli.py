@@ -147,13 +147,55 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from tfllm.batch.exported import ExportedModel, exported_version
     from tfllm.data.readers import ReadReport, read_text
-    from tfllm.finetune.inference import predict_texts
+    from tfllm.errors import InputError
 
     texts = list(args.texts)
     if args.file:
         texts += [d.text for d in read_text(args.file, ReadReport(), mode="lines")]
-    predict_texts(args.model, texts)
+    if exported_version(args.model) is None:
+        from tfllm.finetune.inference import predict_texts
+
+        predict_texts(args.model, texts)
+        return 0
+    if not texts:
+        raise InputError("no texts to predict (give TEXT arguments or --file)")
+    model = ExportedModel(args.model, args.artifact)
+    for start in range(0, len(texts), 64):
+        chunk = texts[start:start + 64]
+        for text, row in zip(chunk, model.rows(chunk), strict=True):
+            sys.stdout.write(json.dumps({"text": text, **row}, ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    import json
+
+    from tfllm.errors import InputError
+
+    try:
+        from tfllm.batch.pipeline import BatchConfig, run_batch
+    except ModuleNotFoundError as err:
+        if err.name != "apache_beam" and not str(err.name).startswith("apache_beam."):
+            raise
+        raise InputError("tfllm batch needs Apache Beam: pip install -e '.[batch]' in an "
+                         "environment of its own (apache-beam needs protobuf < 7, the serving "
+                         "extra's gRPC protobuf >= 7; `make batch-env` makes .venv-batch)"
+                         ) from None
+
+    beam_args = [a for a in args.beam_args if a != "--"]
+    if not any(a.startswith("--runner") for a in beam_args):
+        beam_args.insert(0, f"--runner={args.runner}")
+    result = run_batch(BatchConfig(
+        model=args.model, inputs=args.input, output=args.output, task=args.task,
+        text_column=args.text_column, format=args.format, artifact=args.artifact,
+        batch_size=args.batch_size, intra_op_threads=args.intra_op_threads,
+        pipeline_args=beam_args))
+    print(json.dumps(result))
     return 0
 
 
@@ -389,11 +431,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NER tags: BIO-constrained or per-word argmax (default: the run's)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="label texts with a fine-tuned RUN_DIR (JSONL out)")
-    p.add_argument("--model", required=True, metavar="RUN_DIR")
+    p = sub.add_parser("predict", help="label texts with a fine-tuned RUN_DIR or an export "
+                                       "(JSONL out)")
+    p.add_argument("--model", required=True, metavar="RUN_DIR|REPO/NAME[/VERSION]",
+                   help="a RUN_DIR (Keras) or an exported model (onnxruntime, no TensorFlow)")
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--file", metavar="FILE", help="one text per line")
+    p.add_argument("--artifact", default="onnx", help="an export's ONNX build (e.g. onnx-int8)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("batch", help="an exported model over sharded files on Apache Beam "
+                                     "(the batch extra)")
+    p.add_argument("--model", required=True, metavar="REPO/NAME[/VERSION]")
+    p.add_argument("--input", required=True, metavar="GLOB", help="JSONL/CSV/TSV shards")
+    p.add_argument("--output", required=True, metavar="PREFIX",
+                   help="PREFIX-predictions-*.jsonl or PREFIX-embeddings-*.npy/.jsonl, and "
+                        "PREFIX-dead-letter-*.jsonl")
+    p.add_argument("--task", choices=("predict", "embed"), default="predict")
+    p.add_argument("--runner", default="DirectRunner",
+                   help="Beam runner (DataflowRunner, FlinkRunner, SparkRunner, ...)")
+    p.add_argument("--text-column", help="column name or index (JSONL default: text)")
+    p.add_argument("--format", choices=("csv", "tsv", "jsonl"), help="default: from extensions")
+    p.add_argument("--artifact", default="onnx", help="ONNX build of the export")
+    p.add_argument("--batch-size", type=int, default=64, help="largest inference batch")
+    p.add_argument("--intra-op-threads", type=int, default=0,
+                   help="onnxruntime threads per worker (default: its own choice, all cores)")
+    p.add_argument("beam_args", nargs="*", metavar="-- BEAM_OPTION",
+                   help="after --: Beam pipeline options, e.g. --direct_num_workers=2")
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("embed", help="sentence embeddings (mean pooling, L2-normalised) -> .npy")
     p.add_argument("--model", required=True,

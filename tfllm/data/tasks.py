@@ -123,14 +123,16 @@ def read_texts(path: str | Path, text_column: str | int | None = None,
 
 
 def read_columns(path: str | Path, columns: list[str | int | None], fmt: str | None = None,
-                 defaults: tuple[str, ...] = ("text",)) -> list[tuple[int, list[str]]]:
+                 defaults: tuple[str, ...] = ("text",),
+                 report: ReadReport | None = None) -> list[tuple[int, list[str]]]:
     """(line, [value per column]) for every row of a CSV/TSV/JSONL file (or per line of a text
     file, one column), strictly: invalid UTF-8, a bad row, a missing column or an empty value
-    is an InputError naming the file and line. A column None is the JSONL field in
-    `defaults` at its position (CSV/TSV: a text-like column)."""
+    is an InputError naming the file and line (with a non-strict `report`, the row goes to
+    `report.bad` instead). A column None is the JSONL field in `defaults` at its position
+    (CSV/TSV: a text-like column)."""
     path = check_readable(expand_path(str(path)))
     kind = fmt or detect_format(path)
-    report = ReadReport(strict=True)
+    report = report or ReadReport(strict=True)
     if kind == "jsonl":
         fields = [str(c if c is not None else defaults[i]) for i, c in enumerate(columns)]
         rows = list(_jsonl_rows(path, report, fields))
@@ -140,8 +142,8 @@ def read_columns(path: str | Path, columns: list[str | int | None], fmt: str | N
         rows = []
         for number, row in found:
             if max(indices) >= len(row):
-                raise InputError(f"{path}:{number}: no column {max(indices)} "
-                                 f"(the row has {len(row)})")
+                report.bad(path, number, f"no column {max(indices)} (the row has {len(row)})")
+                continue
             rows.append((number, [row[i] for i in indices]))
     elif kind == "text" and len(columns) == 1:
         try:
@@ -152,12 +154,15 @@ def read_columns(path: str | Path, columns: list[str | int | None], fmt: str | N
     else:
         raise InputError(f"{path}: expected csv, tsv, jsonl{' or text' * (len(columns) == 1)}, "
                          f"not {kind}")
+    kept = []
     for number, values in rows:
         if any(not value.strip() for value in values):
-            raise InputError(f"{path}:{number}: empty text")
-    if not rows:
+            report.bad(path, number, "empty text")
+            continue
+        kept.append((number, values))
+    if not kept and report.strict:
         raise InputError(f"{path}: no texts")
-    return rows
+    return kept
 
 
 def _jsonl_rows(path: Path, report: ReadReport, fields: list[str]):

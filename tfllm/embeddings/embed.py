@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from tfllm.batch.exported import exported_version
 from tfllm.errors import InputError
 
 DEFAULT_MAX_LEN = 128
@@ -75,17 +76,6 @@ def embed_texts(embedder: Any, tokenizer: Any, texts: list[str], max_len: int,
             "segment_ids": enc["token_type_ids"][rows, :width],
             "padding_mask": enc["attention_mask"][rows, :width]}), dtype=np.float32)
     return out
-
-
-def exported_version(model: str) -> Path | None:
-    """The version folder `model` names (`REPO/NAME/VERSION`, or `REPO/NAME`: its highest
-    complete version), or None when `model` is not an export."""
-    folder = Path(model)
-    if (folder / "model_config.json").is_file():
-        return folder
-    versions = [p for p in folder.iterdir() if p.name.isdigit()
-                and (p / "model_config.json").is_file()] if folder.is_dir() else []
-    return max(versions, key=lambda p: int(p.name)) if versions else None
 
 
 def fingerprint_files(paths: list[Path]) -> str:
