@@ -231,7 +231,7 @@ def dockerignore_reincluded() -> set[str]:
 def test_every_probe_path_is_a_real_route_of_the_server() -> None:
     routes = rest_routes()
     spec = container()
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert spec[probe]["httpGet"]["path"] in routes, probe
     annotations = one("Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
@@ -243,6 +243,10 @@ def test_readiness_is_readyz_and_liveness_is_healthz() -> None:
     spec = container()
     assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert spec["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # workers accept only after their first scan: liveness waits for the startup probe
+    assert spec["startupProbe"]["httpGet"]["path"] == "/healthz"
+    startup = spec["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -260,7 +264,7 @@ def test_probes_container_ports_and_service_ports_agree_with_the_servers_ports(
     cfg = container_config(variant, tmp_path)
     assert sorted(container_ports(variant).values()) == sorted({cfg.port, cfg.grpc_port})
     spec = container(variant)
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert resolve_port(spec[probe]["httpGet"]["port"], variant) == cfg.port, probe
     annotations = one("Deployment", variant)["spec"]["template"]["metadata"]["annotations"]
     assert int(annotations["prometheus.io/port"]) == cfg.port
