@@ -298,6 +298,21 @@ class InProcess:
         return z / z.sum(axis=-1, keepdims=True)
 
 
+def time_batches(model: InProcess, batches: list[list[str]], seconds: float) -> dict:
+    """Sequences/s over `batches` (until `seconds` pass), after two untimed warm-up runs."""
+    for batch in batches[:2]:  # new shapes: first runs allocate
+        model(batch)
+    done, started = 0, time.perf_counter()
+    for batch in batches:
+        model(batch)
+        done += len(batch)
+        if time.perf_counter() > started + seconds:
+            break
+    wall = time.perf_counter() - started
+    return {"sequences": done, "seconds": round(wall, 3),
+            "sequences_per_s": round(done / wall, 1)}
+
+
 def bench_in_process(model: InProcess, texts: list[str], requests: int, seconds: float,
                      batch_sizes: list[int]) -> dict:
     for text in texts[:10]:
@@ -312,46 +327,21 @@ def bench_in_process(model: InProcess, texts: list[str], requests: int, seconds:
             break
     result = {"b1_latency": percentiles(lat), "batched": []}
     print(f"in-process B=1: {fmt_lat(result['b1_latency'])}", flush=True)
-    for b in batch_sizes:
-        batches = [[texts[(j * b + k) % len(texts)] for k in range(b)]
-                   for j in range(max(2, -(-requests // b)))]
-        for batch in batches[:2]:  # new shapes: first runs allocate
-            model(batch)
-        done, started = 0, time.perf_counter()
-        deadline = started + seconds
-        for batch in batches:
-            model(batch)
-            done += len(batch)
-            if time.perf_counter() > deadline:
-                break
-        wall = time.perf_counter() - started
-        row = {"batch_size": b, "sequences": done, "seconds": round(wall, 3),
-               "sequences_per_s": round(done / wall, 1)}
-        result["batched"].append(row)
-        print(f"in-process batch {b}: {row['sequences_per_s']:.1f} seq/s", flush=True)
-    # The same sentences sorted by token count before batching (less padding): what an
-    # offline user would do, and the strongest in-process rows.
-    lengths = [len(model.tok.encode(t).ids) for t in texts]
-    ordered = [texts[i] for i in np.argsort(lengths, kind="stable")]
-    for b in batch_sizes:
-        if b == 1:
-            continue
-        batches = [ordered[j:j + b] for j in range(0, len(ordered), b)][:-(-requests // b)]
-        for batch in batches[:2]:
-            model(batch)
-        done, started = 0, time.perf_counter()
-        deadline = started + seconds
-        for batch in batches:
-            model(batch)
-            done += len(batch)
-            if time.perf_counter() > deadline:
-                break
-        wall = time.perf_counter() - started
-        row = {"batch_size": b, "sorted": True, "sequences": done, "seconds": round(wall, 3),
-               "sequences_per_s": round(done / wall, 1)}
-        result["batched"].append(row)
-        print(f"in-process batch {b}, length-sorted: {row['sequences_per_s']:.1f} seq/s",
-              flush=True)
+    # Sentences in arrival order, then the same sentences sorted by token count before
+    # batching (less padding: what an offline user would do, and the strongest rows).
+    for sort in (False, True):
+        for b in batch_sizes:
+            if sort and b == 1:
+                continue
+            pool = [texts[i % len(texts)] for i in range(max(2, -(-requests // b)) * b)]
+            if sort:
+                pool.sort(key=lambda t: len(model.tok.encode(t).ids))
+            batches = [pool[j:j + b] for j in range(0, len(pool), b)]
+            row = {"batch_size": b, **({"sorted": True} if sort else {}),
+                   **time_batches(model, batches, seconds)}
+            result["batched"].append(row)
+            print(f"in-process batch {b}{', length-sorted' if sort else ''}: "
+                  f"{row['sequences_per_s']:.1f} seq/s", flush=True)
     best = max(result["batched"], key=lambda r: r["sequences_per_s"])
     result["best_batched"] = {"batch_size": best["batch_size"],
                               "sorted": best.get("sorted", False),
