@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import REPO, machine, markdown_table, tree_state, write_results  # noqa: E402
 
@@ -90,11 +92,49 @@ def compare(prefix: Path, where: dict, want: dict[tuple[str, int], dict]) -> dic
             "dead_letters": sorted((Path(d["file"]).name, d["line"], d["error"]) for d in dead)}
 
 
+def embed_check(tfllm: str, embedder: str, where: dict, out: Path, count: int) -> dict:
+    """`tfllm embed` on the first `count` reviews (one file) vs `tfllm batch --task embed` on
+    the same reviews in 2 shards: the same rows?"""
+    keys = list(where)[:count]
+    folder = out / "embed-inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    combined = folder.parent / "embed-all.jsonl"
+    combined.write_text("".join(json.dumps({"text": where[k]}, ensure_ascii=False) + "\n"
+                                for k in keys), encoding="utf-8")
+    index = {}
+    for s in range(2):
+        path = folder / f"part-{s}.jsonl"
+        part = keys[s::2]
+        path.write_text("".join(json.dumps({"text": where[k]}, ensure_ascii=False) + "\n"
+                                for k in part), encoding="utf-8")
+        index.update({(str(path), i + 1): keys.index(k) for i, k in enumerate(part)})
+    seconds_embed = run([tfllm, "embed", "--model", embedder, "--input", str(combined),
+                         "--out", str(out / "embed-all.npy")])
+    want = np.load(out / "embed-all.npy")
+    prefix = out / "beam-embed" / "emb"
+    seconds_batch = run([tfllm, "batch", "--model", embedder, "--task", "embed", "--input",
+                         str(folder / "part-*.jsonl"), "--output", str(prefix)])
+    got = np.zeros_like(want)
+    seen = 0
+    for keys_file in glob.glob(f"{prefix}-embeddings-*.jsonl"):
+        rows = np.load(keys_file.removesuffix(".jsonl") + ".npy")
+        for line, row in zip(open(keys_file, encoding="utf-8"), rows, strict=True):
+            k = json.loads(line)
+            got[index[(k["file"], k["line"])]] = row
+            seen += 1
+    return {"reviews": count, "rows": seen, "max_abs_diff": float(np.abs(got - want).max()),
+            "min_cosine": float((got * want).sum(1).min()),
+            "embed_seconds": round(seconds_embed, 1), "batch_seconds": round(seconds_batch, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="REPO/NAME[/VERSION] (a classifier)")
     parser.add_argument("--out", default="bench/runs/batch")
     parser.add_argument("--limit", type=int, default=25000, help="reviews (default all)")
+    parser.add_argument("--embedder", help="an exported sentence embedder REPO/NAME: "
+                                           "`tfllm embed` vs `tfllm batch --task embed`")
+    parser.add_argument("--embed-reviews", type=int, default=2000)
     args = parser.parse_args()
     out = Path(args.out).resolve()
     tfllm = str(Path(sys.executable).parent / "tfllm")
@@ -124,6 +164,10 @@ def main() -> None:
         print(name, json.dumps({k: v for k, v in results[name].items()
                                 if k != "dead_letters"}), flush=True)
 
+    if args.embedder:
+        results["embed"] = embed_check(tfllm, args.embedder, where, out, args.embed_reviews)
+        print("embed", json.dumps(results["embed"]), flush=True)
+
     rows = [["tfllm predict (one process)", results["predict"]["seconds"],
              results["predict"]["sequences_per_s"], "1.00×", "–", "–", "–"]]
     for name in runs:
@@ -145,7 +189,13 @@ def main() -> None:
         "`tfllm continual`, exported fp32 ONNX, max_len 128 head+tail). Seconds are wall time "
         "of the whole command (Python start, model load, Beam's pipeline set-up). Both sides "
         "answer from `tfllm.batch.exported` (each text tokenized alone, batches of similar "
-        "lengths); labels compared row by row on (file, line).")
+        "lengths); labels compared row by row on (file, line)."
+        + (f" Embeddings: `tfllm embed` ({results['embed']['embed_seconds']} s) and `tfllm "
+           f"batch --task embed` ({results['embed']['batch_seconds']} s) on the first "
+           f"{results['embed']['reviews']:,} reviews with `{args.embedder}` (all-MiniLM-L6-v2 "
+           f"exported with `--task embedding`): {results['embed']['rows']:,} rows, max |Δ| "
+           f"{results['embed']['max_abs_diff']:.1e}, lowest cosine "
+           f"{results['embed']['min_cosine']:.6f}." if "embed" in results else ""))
     write_results("batch", "Batch inference: `tfllm batch` (Beam DirectRunner) vs `tfllm "
                   "predict` (IMDB test)", results, table, notes)
     print(table)
