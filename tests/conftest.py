@@ -86,3 +86,15 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if counts:
         terminalreporter.write_line(f"docstring examples run: {sum(counts)} in "
                                     f"{len(counts)} modules")
+
+
+@pytest.fixture(scope="session")
+def write_export():
+    """`write_export(repo, name, version, task=...)`: a tiny real export (onnx.helper, no
+    TensorFlow) as `tfllm export` lays it out: the serving tests' builder, loaded under a name
+    of its own."""
+    spec = importlib.util.spec_from_file_location(
+        "serving_test_models", REPO / "tests" / "serving" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write_version

@@ -212,7 +212,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     cfg = IndexConfig(args.model, args.artifact, "hnsw" if args.approximate else "exact",
                       max_len=args.max_len, batch_size=args.batch_size)
-    build_index(args.input, args.out, cfg, args.id_column, args.text_column, args.format)
+    build_index(args.input, args.out, cfg, args.id_column, args.text_column, args.format,
+                embeddings=args.embeddings)
     return 0
 
 
@@ -480,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", help="column name or index (JSONL default: text)")
     p.add_argument("--format", choices=("csv", "tsv", "jsonl"), help="default: from the extension")
     p.add_argument("--out", required=True, metavar="INDEX", help="index folder")
+    p.add_argument("--embeddings", metavar="PREFIX",
+                   help="rows from `tfllm batch --task embed --output PREFIX` instead of "
+                        "embedding here (--input: a glob of that run's shards)")
     p.add_argument("--approximate", action="store_true",
                    help="HNSW graph instead of the exact inner-product scan (large corpora)")
     p.add_argument("--artifact", default="onnx", help="ONNX build of an export (e.g. onnx-int8)")

@@ -1,27 +1,11 @@
-"""Tiny real exports for the batch tests: the serving tests' ONNX builder (no TensorFlow),
-loaded under a name of its own."""
+"""Real sentences for the batch tests (the exports come from the root `write_export`)."""
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "serving_test_models", Path(__file__).resolve().parents[1] / "serving" / "conftest.py")
-_models = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_models)
-
 
 @pytest.fixture(scope="session")
-def write_version() -> Callable[..., Path]:
-    """`write_version(repo, name, version, ...)`: an export folder as `tfllm export` writes it."""
-    return _models.write_version
-
-
-@pytest.fixture(scope="session")
-def sentences() -> list[str]:
-    """Real SST-2 dev sentences."""
-    return _models.sst2_dev_sentences(60)
+def sentences(sst2_dev_sentences: list[str]) -> list[str]:
+    """60 real SST-2 dev sentences."""
+    return sst2_dev_sentences[:60]

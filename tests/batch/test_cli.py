@@ -13,9 +13,9 @@ from tfllm.cli import main
 
 
 def test_predict_on_an_export_prints_the_rows_the_batch_pipeline_writes(
-    tmp_path: Path, write_version, sentences: list[str], capsys,
+    tmp_path: Path, write_export, sentences: list[str], capsys,
 ) -> None:
-    version = write_version(tmp_path / "repo", "sst2", 1)
+    version = write_export(tmp_path / "repo", "sst2", 1)
     texts = sentences[:5]
     assert main(["predict", "--model", str(tmp_path / "repo" / "sst2"), *texts]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -50,9 +50,9 @@ def _shards(folder: Path, texts: list[str]) -> dict[tuple[str, int], str]:
 
 
 def test_beam_answers_equal_predicts_and_bad_records_land_in_the_dead_letter_with_file_line(
-    tmp_path: Path, write_version, sentences: list[str],
+    tmp_path: Path, write_export, sentences: list[str],
 ) -> None:
-    version = write_version(tmp_path / "repo", "sst2", 1)
+    version = write_export(tmp_path / "repo", "sst2", 1)
     good = _shards(tmp_path / "in", sentences)
     out = tmp_path / "out" / "sst2"
     result = run_batch(BatchConfig(model=str(tmp_path / "repo" / "sst2"),
@@ -73,27 +73,10 @@ def test_beam_answers_equal_predicts_and_bad_records_land_in_the_dead_letter_wit
     assert result == {"rows": len(good), "dead_letters": 4, "output": str(out)}
 
 
-def _embedding_version(repo: Path, write_version) -> Path:
-    """The tiny classifier graph with its output renamed: an 'embedding' model of width 8."""
-    import onnx
-
-    version = write_version(repo, "emb", 1, labels=[str(i) for i in range(8)])
-    model = onnx.load(str(version / "model.onnx"))
-    for node in model.graph.node:
-        node.output[:] = ["embedding" if o == "logits" else o for o in node.output]
-    model.graph.output[0].name = "embedding"
-    onnx.save(model, str(version / "model.onnx"))
-    config = json.loads((version / "model_config.json").read_text())
-    config.update(task="embedding", outputs=["embedding"], embedding_dim=8)
-    (version / "labels.json").unlink()
-    (version / "model_config.json").write_text(json.dumps(config))
-    return version
-
-
 def test_embed_task_writes_npy_shards_equal_to_the_exports_embeddings(
-    tmp_path: Path, write_version, sentences: list[str],
+    tmp_path: Path, write_export, sentences: list[str],
 ) -> None:
-    version = _embedding_version(tmp_path / "repo", write_version)
+    version = write_export(tmp_path / "repo", "emb", 1, task="embedding")
     good = _shards(tmp_path / "in", sentences)
     out = tmp_path / "out" / "emb"
     result = run_batch(BatchConfig(model=str(version), inputs=str(tmp_path / "in" / "*"),
@@ -109,12 +92,14 @@ def test_embed_task_writes_npy_shards_equal_to_the_exports_embeddings(
     want = ExportedModel(version).embeddings(list(good.values()))
     np.testing.assert_allclose(np.stack([got[k] for k in good]), want, atol=1e-5)
     assert not list((tmp_path / "out").glob("*.tmp"))
+    made = json.loads((tmp_path / "out" / "emb-embeddings.json").read_text())
+    assert made["model"] == str(version) and len(made["fingerprint"]) == 64
 
 
 def test_a_model_that_is_not_an_export_or_the_wrong_task_is_refused(
-    tmp_path: Path, write_version,
+    tmp_path: Path, write_export,
 ) -> None:
-    write_version(tmp_path / "repo", "sst2", 1)
+    write_export(tmp_path / "repo", "sst2", 1)
     (tmp_path / "in.jsonl").write_text('{"text": "fine"}\n')
     with pytest.raises(InputError, match="not an exported model"):
         run_batch(BatchConfig(model=str(tmp_path), inputs=str(tmp_path / "in.jsonl"),

@@ -5,12 +5,14 @@ documents named by file and line, and `POST /search` refusing bad bodies with JS
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from tfllm.cli import main
 from tfllm.embeddings.index import IndexConfig, SearchIndex, build_app, build_index
+from tfllm.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +108,41 @@ def test_search_endpoint_answers_queries_and_refuses_bad_bodies_with_json(minilm
         assert reply.status_code == status, body[:40]
         assert "error" in reply.json()
     assert client.get("/search").status_code == 405
+
+
+def test_an_index_takes_its_rows_from_batch_shards_of_the_same_model_only(
+    tmp_path: Path, write_export, sst2_dev_sentences: list[str],
+) -> None:
+    from tfllm.batch.exported import ExportedModel
+    from tfllm.batch.shards import manifest, shard_payload
+
+    version = write_export(tmp_path / "repo", "emb", 1, task="embedding")
+    texts = sst2_dev_sentences[:12]
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
+                            for i, t in enumerate(texts)))
+    # What `tfllm batch --task embed --output PREFIX` writes (tests/batch runs it on Beam),
+    # split over two shards, the second written first.
+    prefix = str(tmp_path / "out" / "emb")
+    (tmp_path / "out").mkdir()
+    rows = ExportedModel(version).embeddings(texts)
+    keys = [(str(docs), i + 1) for i in range(len(texts))]
+    for name, part in (("b", slice(6, None)), ("a", slice(0, 6))):
+        npy, lines = shard_payload(keys[part], rows[part])
+        Path(f"{prefix}-embeddings-{name}.npy").write_bytes(npy)
+        Path(f"{prefix}-embeddings-{name}.jsonl").write_bytes(lines)
+    Path(f"{prefix}-embeddings.json").write_text(json.dumps(manifest(version, "onnx",
+                                                                     str(docs))))
+    meta = build_index(docs, tmp_path / "idx", IndexConfig(str(version)), quiet=True,
+                       embeddings=prefix)
+    assert meta["documents"] == 12
+    hits = SearchIndex(tmp_path / "idx").search(texts[:3], k=1)
+    assert [h[0]["id"] for h in hits] == ["d0", "d1", "d2"]
+
+    with docs.open("a") as f:  # a document the batch run never embedded
+        f.write(json.dumps({"id": "new", "text": "a brand new document"}) + "\n")
+    with pytest.raises(InputError, match=r"docs.jsonl:13: no row in --embeddings"):
+        build_index(docs, tmp_path / "idx2", IndexConfig(str(version)), embeddings=prefix)
+    other = write_export(tmp_path / "repo", "emb", 2, task="embedding", seed=9)
+    with pytest.raises(InputError, match="weights differ"):
+        build_index(docs, tmp_path / "idx3", IndexConfig(str(other)), embeddings=prefix)

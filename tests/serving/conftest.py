@@ -101,7 +101,8 @@ def build_onnx_model(
         helper.make_node("Unsqueeze", ["mask_f", "axis2"], ["mask3"]),
         helper.make_node("Mul", ["emb", "mask3"], ["masked"]),
     ]
-    if task == "classification":
+    output = "embedding" if task == "embedding" else "logits"
+    if task in ("classification", "embedding"):
         inits += [
             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
             numpy_helper.from_array(np.array(1e-6, dtype=np.float32), "eps"),
@@ -117,7 +118,12 @@ def build_onnx_model(
     else:
         nodes += [helper.make_node("MatMul", ["masked", "W"], ["proj"])]
         out_shape = ["batch", "seq", num_labels]
-    nodes.append(helper.make_node("Add", ["proj", "b"], ["logits"]))
+    if task == "embedding":  # unit rows, as exported embedders give them
+        nodes += [helper.make_node("Add", ["proj", "b"], ["raw"]),
+                  helper.make_node("ReduceL2", ["raw"], ["norm"], axes=[1], keepdims=1),
+                  helper.make_node("Div", ["raw", "norm"], [output])]
+    else:
+        nodes.append(helper.make_node("Add", ["proj", "b"], [output]))
     graph = helper.make_graph(
         nodes,
         "tiny_bert_like",
@@ -125,7 +131,7 @@ def build_onnx_model(
             helper.make_tensor_value_info(n, elem, ["batch", "seq"])
             for n in ("input_ids", "attention_mask", "token_type_ids")
         ],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_shape)],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -146,19 +152,26 @@ def write_version(
     text_pair: bool = False,
 ) -> Path:
     """Write ``repo/name/version/`` exactly as the export stage does; model_config.json last,
-    because the server treats a version folder without it as still being written."""
+    because the server treats a version folder without it as still being written. An
+    ``embedding`` model is the pooled classifier graph with an 8-wide ``embedding`` output."""
     if labels is None:
-        labels = ["negative", "positive"] if task == "classification" else ["O", "B-X", "I-X"]
+        labels = {"classification": ["negative", "positive"],
+                  "embedding": [str(i) for i in range(8)]}.get(task, ["O", "B-X", "I-X"])
     vdir = repo / name / str(version)
     vdir.mkdir(parents=True)
     vocab = tiny_vocab()
     build_tokenizer_json(vdir / "tokenizer.json", vocab)
     build_onnx_model(vdir / "model.onnx", len(vocab), len(labels), task, id_dtype, seed)
-    (vdir / "labels.json").write_text(json.dumps(labels), encoding="utf-8")
+    extra = {}
+    if task == "embedding":
+        extra = {"embedding_dim": len(labels)}
+    else:
+        (vdir / "labels.json").write_text(json.dumps(labels), encoding="utf-8")
     config = {
+        **extra,
         "task": task,
         "inputs": ["input_ids", "attention_mask", "token_type_ids"],
-        "outputs": ["logits"],
+        "outputs": ["embedding" if task == "embedding" else "logits"],
         "max_len": max_len,
         "lowercase": True,
         "text_pair": text_pair,

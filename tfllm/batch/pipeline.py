@@ -42,6 +42,7 @@ from apache_beam.ml.inference.base import (
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from tfllm.batch.exported import ExportedModel, exported_version
+from tfllm.batch.shards import manifest, shard_payload
 from tfllm.data.readers import ReadReport
 from tfllm.data.tasks import read_columns
 from tfllm.errors import InputError
@@ -121,18 +122,16 @@ def prediction_line(keyed: tuple[tuple[str, int], PredictionResult]) -> str:
 
 def write_embedding_shard(keyed: list[tuple[tuple[str, int], PredictionResult]],
                           prefix: str) -> str:
-    """Rows as `PREFIX-embeddings-<id>.npy` + `...-<id>.jsonl` (the file and line of each
-    row), each written under a temporary name and renamed when complete."""
+    """One `tfllm.batch.shards` shard (`.npy` + `.jsonl`), each file written under a temporary
+    name and renamed when complete (Beam's FileSystems: local, gs://, hdfs://, ...)."""
     from apache_beam.io.filesystems import FileSystems
 
     shard = f"{prefix}-embeddings-{uuid.uuid4().hex[:12]}"
-    rows = np.stack([np.asarray(result.inference, dtype=np.float32) for _, result in keyed])
-    keys = "".join(json.dumps({"file": path, "line": line}, ensure_ascii=False) + "\n"
-                   for (path, line), _ in keyed)
-    for suffix, write in ((".npy", lambda f: np.save(f, rows)),
-                          (".jsonl", lambda f: f.write(keys.encode("utf-8")))):
+    npy, keys = shard_payload([key for key, _ in keyed],
+                              np.stack([result.inference for _, result in keyed]))
+    for suffix, payload in ((".npy", npy), (".jsonl", keys)):
         with FileSystems.create(shard + suffix + ".tmp") as f:
-            write(f)
+            f.write(payload)
         FileSystems.rename([shard + suffix + ".tmp"], [shard + suffix])
     return shard
 
@@ -180,7 +179,17 @@ def run_batch(config: BatchConfig) -> dict:
     options = PipelineOptions(config.pipeline_args or ["--runner=DirectRunner"])
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(pipeline, config)
+    if config.task == "embed":
+        write_manifest(config, version)
     return summary(config)
+
+
+def write_manifest(config: BatchConfig, version: Path) -> None:
+    """`PREFIX-embeddings.json`, written last: which model made the shards."""
+    from tfllm.atomic import atomic_write_text
+
+    atomic_write_text(Path(config.output + "-embeddings.json"), json.dumps(
+        manifest(version, config.artifact, config.inputs), indent=2) + "\n")
 
 
 def summary(config: BatchConfig) -> dict:

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tfllm.batch.shards import read_embedding_shards
 from tfllm.data.tasks import read_columns
 from tfllm.embeddings.embed import TextEmbedder
 from tfllm.errors import InputError
@@ -59,14 +61,26 @@ def read_documents(path: str | Path, id_column: str | int | None = None,
                    text_column: str | int | None = None,
                    fmt: str | None = None) -> tuple[list[str], list[str]]:
     """(ids, texts) in file order; a duplicate id names both lines."""
-    rows = read_columns(path, [id_column, text_column], fmt, defaults=("id", "text"))
-    first_line: dict[str, int] = {}
-    for line, (doc_id, _) in rows:
-        if doc_id in first_line:
-            raise InputError(f"{path}:{line}: duplicate id {doc_id!r} "
-                             f"(first on line {first_line[doc_id]})")
-        first_line[doc_id] = line
-    return [values[0] for _, values in rows], [values[1] for _, values in rows]
+    rows = documents_by_line([path], id_column, text_column, fmt)
+    return [doc_id for _, doc_id, _ in rows], [text for _, _, text in rows]
+
+
+def documents_by_line(paths: list[str | Path], id_column: str | int | None = None,
+                      text_column: str | int | None = None,
+                      fmt: str | None = None) -> list[tuple[tuple[str, int], str, str]]:
+    """((file, line), id, text) for every document of `paths`, in order; a duplicate id
+    names both places."""
+    first: dict[str, str] = {}
+    rows = []
+    for path in paths:
+        for line, (doc_id, text) in read_columns(path, [id_column, text_column], fmt,
+                                                 defaults=("id", "text")):
+            if doc_id in first:
+                raise InputError(f"{path}:{line}: duplicate id {doc_id!r} "
+                                 f"(first {first[doc_id]})")
+            first[doc_id] = f"at {path}:{line}" if len(paths) > 1 else f"on line {line}"
+            rows.append(((str(Path(path).resolve()), line), doc_id, text))
+    return rows
 
 
 def faiss_index(rows: np.ndarray, kind: str = "exact", hnsw_neighbors: int = 32):
@@ -84,14 +98,28 @@ def faiss_index(rows: np.ndarray, kind: str = "exact", hnsw_neighbors: int = 32)
 
 def build_index(input_path: str | Path, out: str | Path, cfg: IndexConfig,
                 id_column: str | int | None = None, text_column: str | int | None = None,
-                fmt: str | None = None, quiet: bool = False) -> dict:
-    """Embed every document of `input_path` and write the INDEX folder `out`; returns
-    index.json's content."""
+                fmt: str | None = None, quiet: bool = False,
+                embeddings: str | None = None) -> dict:
+    """Embed every document of `input_path` (or take its rows from `tfllm batch --task embed`
+    output `embeddings`, `input_path` then a glob of that run's shards) and write the INDEX
+    folder `out`; returns index.json's content."""
     import faiss
 
-    ids, texts = read_documents(input_path, id_column, text_column, fmt)
     embedder = TextEmbedder(cfg.model, cfg.max_len, cfg.artifact)
-    rows = embedder(texts, cfg.batch_size, progress=not quiet)
+    if embeddings is None:
+        ids, texts = read_documents(input_path, id_column, text_column, fmt)
+        rows = embedder(texts, cfg.batch_size, progress=not quiet)
+    else:
+        paths = sorted(glob.glob(str(input_path))) or [input_path]
+        docs = documents_by_line(paths, id_column, text_column, fmt)
+        found = read_embedding_shards(embeddings, embedder.fingerprint)
+        missing = [key for key, _, _ in docs if key not in found]
+        if missing:
+            raise InputError(f"{missing[0][0]}:{missing[0][1]}: no row in --embeddings "
+                             f"{embeddings} ({len(missing)} documents missing: was it a "
+                             "dead letter, or another input?)")
+        ids, texts = [d for _, d, _ in docs], [t for _, _, t in docs]
+        rows = np.stack([found[key] for key, _, _ in docs])
     index = faiss_index(rows, cfg.kind, cfg.hnsw_neighbors)
     meta = {"model": str(embedder.version or Path(cfg.model).resolve()),
             "fingerprint": embedder.fingerprint, "dim": embedder.dim,
