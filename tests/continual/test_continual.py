@@ -251,3 +251,40 @@ def _data_root() -> Path:
     from tests.conftest import data_root
 
     return data_root()
+
+
+def test_balanced_replay_weighs_each_old_label_like_an_average_new_one():
+    from tfllm.continual.protocol import ContinualTask
+    from tfllm.continual.train import _balanced_weights
+    from tfllm.data.tasks import Example
+
+    task = ContinualTask(name="t")
+    new = [Example(f"n{i}", "new-a" if i < 60 else "new-b") for i in range(100)]  # 60 + 40
+    stored = [Example(f"s{i}", "old-a" if i < 2 else "old-b") for i in range(7)]  # 2 + 5
+    weights = _balanced_weights([(task, stored)], [(task, new)])
+    assert weights.shape == (107,) and np.isclose(weights.mean(), 1.0)
+    per_label: dict[str, float] = {}
+    for e, w in zip(new + stored, weights, strict=True):
+        per_label[e.label] = per_label.get(e.label, 0.0) + float(w)
+    average_new = (per_label["new-a"] + per_label["new-b"]) / 2
+    assert np.isclose(per_label["old-a"], average_new)
+    assert np.isclose(per_label["old-b"], average_new)
+
+
+def test_weight_aligning_scales_the_new_rows_to_the_old_rows_mean_norm():
+    import keras
+
+    from tfllm.continual.train import _align_head
+
+    class Head:  # the one attribute _align_head reads: the classifier's output Dense
+        output_dense = keras.layers.Dense(5)
+
+    Head.output_dense.build((None, 4))
+    kernel = np.ones((4, 5), "float32")
+    kernel[:, 3:] *= 3.0  # the two newest labels' rows are 3x longer
+    Head.output_dense.set_weights([kernel, np.array([0, 0, 0, 3, 3], "float32")])
+    _align_head(Head, old=3)
+    kernel, bias = (np.asarray(w) for w in Head.output_dense.weights)
+    norms = np.linalg.norm(kernel, axis=0)
+    np.testing.assert_allclose(norms[3:], norms[:3].mean(), rtol=1e-6)
+    np.testing.assert_allclose(bias, [0, 0, 0, 1, 1], rtol=1e-6)
