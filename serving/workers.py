@@ -15,7 +15,10 @@ shared gRPC port (SO_REUSEPORT, gRPC's default on Linux). What they share:
   feedback file appended by all.
 
 A worker starts taking connections only when its first repository scan is done (its models
-loaded or rejected), so no request lands on a worker that is still loading.
+loaded or rejected), so no request lands on a worker that is still loading. Later versions
+arrive worker by worker (each polls on its own): for up to a poll interval plus the load, a
+"latest" request may get the old or the new version, and `versions/N` of the newest may be
+404 on one connection and 200 on another; nothing fails.
 
 Example (a repository as `tfllm export` writes it):
 
