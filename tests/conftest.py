@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,13 @@ def write_export():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.write_version
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_keras_state_after_each_module():
+    """Each xdist worker runs many test files in one process: drop Keras' global graph state
+    and collect after each file, so models built by one file do not pile up for the next."""
+    yield
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
