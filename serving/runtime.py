@@ -136,12 +136,10 @@ def width_groups(widths: Sequence[int], sizes: Sequence[int],
     rows = tokens = 0
     for i in sorted(range(len(widths)), key=lambda i: widths[i]):
         # Sorted, so the newcomer is the widest: the merged batch pads to its width.
-        if groups and (rows + sizes[i]) * widths[i] > max_padding_ratio * (
+        if not groups or (rows + sizes[i]) * widths[i] > max_padding_ratio * (
                 tokens + sizes[i] * widths[i]):
             groups.append([])
             rows = tokens = 0
-        if not groups:
-            groups.append([])
         groups[-1].append(i)
         rows += sizes[i]
         tokens += sizes[i] * widths[i]
@@ -336,8 +334,6 @@ class ModelRuntime:
     def run_many(self, batches: Sequence[EncodedBatch]) -> list[BatchOutput]:
         """Run requests merged into padded batches of similar width (`width_groups`) and
         split the outputs back, in the order given."""
-        if len(batches) == 1:
-            return [self.run(batches[0])]
         results: list[BatchOutput] = [None] * len(batches)  # type: ignore[list-item]
         for group in width_groups([b.width for b in batches], [b.size for b in batches],
                                   self.max_padding_ratio):

@@ -33,6 +33,15 @@ def exported_version(model: str | Path) -> Path | None:
     return max(versions, key=lambda p: int(p.name)) if versions else None
 
 
+def require_export(model: str | Path) -> Path:
+    """`exported_version(model)`, or an InputError saying what `--model` must be."""
+    version = exported_version(model)
+    if version is None:
+        raise InputError(f"--model {model}: not an exported model (REPO/NAME[/VERSION] "
+                         "with model_config.json)")
+    return version
+
+
 class ExportedModel:
     """One exported version loaded once; `rows` for classifiers and taggers, `embeddings`
     for sentence embedders."""
@@ -41,10 +50,7 @@ class ExportedModel:
                  intra_op_threads: int = 0) -> None:
         from tfllm_serving.runtime import ModelRuntime
 
-        version = exported_version(model)
-        if version is None:
-            raise InputError(f"--model {model}: not an exported model (REPO/NAME[/VERSION] "
-                             "with model_config.json)")
+        version = require_export(model)
         self.version = version
         self.runtime = ModelRuntime.load(version, artifact, intra_op_threads=intra_op_threads)
         self.task = self.runtime.task

@@ -41,7 +41,7 @@ from apache_beam.ml.inference.base import (
 )
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from tfllm.batch.exported import ExportedModel, exported_version
+from tfllm.batch.exported import ExportedModel, require_export
 from tfllm.batch.shards import manifest, shard_payload
 from tfllm.data.readers import ReadReport
 from tfllm.data.tasks import read_columns
@@ -166,10 +166,7 @@ def run_batch(config: BatchConfig) -> dict:
     """Check the model and inputs, run the pipeline to the end, count what it wrote."""
     if config.task not in TASKS:
         raise InputError(f"--task must be one of {TASKS}, got {config.task!r}")
-    version = exported_version(config.model)
-    if version is None:
-        raise InputError(f"--model {config.model}: not an exported model (REPO/NAME[/VERSION] "
-                         "with model_config.json)")
+    version = require_export(config.model)
     task = json.loads((version / "model_config.json").read_text()).get("task")
     if (task == "embedding") != (config.task == "embed"):
         raise InputError(f"--model {version} is a {task} model: use --task "
