@@ -54,7 +54,8 @@ def _pairs(task, path: str) -> ScoredPairs:
                       task.label_column)
 
 
-def _load(task) -> tuple[ScoredPairs, ScoredPairs, ScoredPairs | None]:
+def read_task_pairs(task) -> tuple[ScoredPairs, ScoredPairs, ScoredPairs | None]:
+    """The task's (train, eval, test) pairs: eval from its file or a seeded share of train."""
     train = _pairs(task, task.train)
     if task.eval:
         evaluation = _pairs(task, task.eval)
@@ -75,7 +76,8 @@ def _load(task) -> tuple[ScoredPairs, ScoredPairs, ScoredPairs | None]:
     return train, evaluation, _pairs(task, task.test) if task.test else None
 
 
-def _dataset(tokenizer, pairs: ScoredPairs, max_len: int, batch: int, seed: int):
+def pair_batches(tokenizer, pairs: ScoredPairs, max_len: int, batch: int,
+                 seed: int) -> tf.data.Dataset:
     """Shuffled batches of both sides' features, each side cut to its longest row."""
     def side(texts: list[str]) -> dict:
         enc = encode_batch(tokenizer, texts, max_len=max_len, pad_to_max_len=True)
@@ -94,6 +96,18 @@ def _dataset(tokenizer, pairs: ScoredPairs, max_len: int, batch: int, seed: int)
         return {"first": cut(features["first"]), "second": cut(features["second"])}, scores
 
     return ds.map(trim, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def compile_pair_model(cfg: FinetuneConfig, backbone: Any, steps: int) -> PairEmbedder:
+    """The run's method applied to `backbone`, mean pooling + L2 norm on it, one embedder for
+    both sides, compiled with the task's pair loss and warmup + decay over `steps`."""
+    apply_method(cfg.method, backbone)
+    model = PairEmbedder(build_embedder(backbone))
+    model.compile(optimizer=build_optimizer(OptimizerConfig(
+        learning_rate=cfg.train.learning_rate, warmup_steps=int(cfg.train.warmup_ratio * steps),
+        weight_decay=cfg.train.weight_decay, clipnorm=cfg.train.clipnorm), steps),
+        loss=pair_loss(cfg.task.loss, score_max=cfg.task.score_max))
+    return model
 
 
 def _scores(embedder: Any, tokenizer, pairs: ScoredPairs, max_len: int,
@@ -121,23 +135,18 @@ def finetune_embedder(cfg: FinetuneConfig, init: str, out: str | Path,
         raise InputError(f"{out} already holds a finished run (metrics.json); choose another --out")
 
     # 1. Pairs.
-    train, evaluation, test = _load(task)
+    train, evaluation, test = read_task_pairs(task)
 
     # 2. Model: the checkpoint's backbone, mean pooling + L2 norm, shared by both sides.
     checkpoint, tokenizer = load_start(cfg, init, out)
     backbone = checkpoint.backbone
     max_len = min(task.max_len, backbone.max_sequence_length)
-    apply_method(cfg.method, backbone)
-    embedder = build_embedder(backbone)
-    model = PairEmbedder(embedder)
+    steps = math.ceil(len(train.first) / cfg.train.batch_size) * cfg.train.epochs
+    model = compile_pair_model(cfg, backbone, steps)
+    embedder = model.embedder
 
     # 3. Fit: the eval pairs' Spearman after every epoch; the best epoch is kept.
-    train_ds = _dataset(tokenizer, train, max_len, cfg.train.batch_size, cfg.train.seed)
-    steps = math.ceil(len(train.first) / cfg.train.batch_size) * cfg.train.epochs
-    model.compile(optimizer=build_optimizer(OptimizerConfig(
-        learning_rate=cfg.train.learning_rate, warmup_steps=int(cfg.train.warmup_ratio * steps),
-        weight_decay=cfg.train.weight_decay, clipnorm=cfg.train.clipnorm), steps),
-        loss=pair_loss(task.loss, score_max=task.score_max))
+    train_ds = pair_batches(tokenizer, train, max_len, cfg.train.batch_size, cfg.train.seed)
     model(next(iter(train_ds))[0])  # builds it (BackupAndRestore needs a built model)
     patience = cfg.train.early_stopping_patience or cfg.train.epochs  # 0: never stop early
     callbacks = [EvalMetric("spearman", lambda: _scores(embedder, tokenizer, evaluation,
