@@ -1,12 +1,15 @@
 """Sentence-embedding throughput and quality: `tfllm embed` (Keras, ONNX fp32, ONNX int8)
 against sentence-transformers on the same checkpoint, sentences, batch size and sequence
-length, in one run on this CPU.
+length, in one run on this CPU; and training pairs/s of `tfllm finetune` (configs/finetune/
+stsb.yaml) against sentence-transformers' trainer with the same recipe.
 
     .venv/bin/python bench/embed.py [--batch-size 64] [--max-len 256] [--repeats 3]
+                                    [--train-steps 100]
 
-Needs `.venv-st` (torch + sentence-transformers, see bench/sentence_transformers_anchor.py).
-The sentences are every sentence of the STS-B test pairs (2,758); each method's STS-B test
-Spearman (cosine) and each row's cosine to sentence-transformers' own embedding are reported.
+Needs `.venv-st` (torch + sentence-transformers, see bench/sentence_transformers_anchor.py;
+`datasets` + `accelerate` for the training anchor). The sentences are every sentence of the
+STS-B test pairs (2,758); each method's STS-B test Spearman (cosine) and each row's cosine to
+sentence-transformers' own embedding are reported.
 """
 
 from __future__ import annotations
@@ -20,13 +23,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from report import REPO, markdown_table, write_results  # noqa: E402
 from tfllm_export.stage import export_run  # noqa: E402
 
+from tfllm.config import load_config  # noqa: E402
 from tfllm.data.locations import data_root  # noqa: E402
 from tfllm.embeddings.embed import TextEmbedder  # noqa: E402
 from tfllm.embeddings.similarity import correlations, read_stsb, retrieval_scores  # noqa: E402
+from tfllm.embeddings.train import compile_pair_model, pair_batches, read_task_pairs  # noqa: E402
+from tfllm.finetune.train import FinetuneConfig, load_start  # noqa: E402
 from tfllm.models.checkpoints import minilm_dir  # noqa: E402
 
 ST_PYTHON = REPO / ".venv-st" / "bin" / "python"
@@ -43,11 +50,58 @@ def best_rate(run, texts: list[str], repeats: int) -> tuple[np.ndarray, float]:
     return rows, len(texts) / min(seconds)
 
 
+class StepClock(keras.callbacks.Callback):
+    """The wall clock at the end of every training step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self.ends.append(time.perf_counter())
+
+
+def tfllm_training_rate(work: Path, steps: int, warmup: int) -> dict:
+    """Training pairs/s of `tfllm finetune --config configs/finetune/stsb.yaml` (its model,
+    loss, optimizer and batches, as `finetune_embedder` builds them) over `steps` steps after
+    the first `warmup` (tracing and first allocations excluded, as on the anchor's side)."""
+    cfg = load_config(FinetuneConfig, REPO / "configs" / "finetune" / "stsb.yaml")
+    train, _, _ = read_task_pairs(cfg.task)
+    checkpoint, tokenizer = load_start(cfg, str(minilm_dir()), work / "train")
+    batches = pair_batches(tokenizer, train, cfg.task.max_len, cfg.train.batch_size,
+                           cfg.train.seed)
+    model = compile_pair_model(cfg, checkpoint.backbone, steps + warmup)
+    clock = StepClock()
+    model.fit(batches.take(steps + warmup), callbacks=[clock], verbose=0)
+    seconds = clock.ends[-1] - clock.ends[warmup - 1]
+    return {"steps_timed": steps, "batch_size": cfg.train.batch_size, "seconds": seconds,
+            "pairs_per_second": steps * cfg.train.batch_size / seconds,
+            "precision": keras.config.dtype_policy().name}
+
+
+def training_rows(work: Path, steps: int, warmup: int) -> list[dict]:
+    """Both trainers, one after the other on this CPU: sentence-transformers first."""
+    anchor = subprocess.run(
+        [str(ST_PYTHON), str(REPO / "bench" / "sentence_transformers_train_anchor.py"),
+         str(minilm_dir()), str(data_root() / "stsb" / "sts-train.csv"),
+         "--steps", str(steps + warmup), "--warmup-steps", str(warmup)],
+        capture_output=True, text=True, check=True)
+    st = json.loads(anchor.stdout.strip().splitlines()[-1])
+    ours = tfllm_training_rate(work, steps, warmup)
+    return [{"method": f"sentence-transformers {st['sentence_transformers']} trainer (PyTorch "
+                       f"{st['torch']}, float32, {st['threads']} threads)", **st},
+            {"method": "tfllm finetune, configs/finetune/stsb.yaml (TensorFlow, "
+                       f"{ours['precision']})", **ours,
+             "vs_sentence_transformers": ours["pairs_per_second"] / st["pairs_per_second"]}]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-len", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-steps", type=int, default=100,
+                        help="timed training steps per trainer (after 10 untimed)")
     args = parser.parse_args()
     if not ST_PYTHON.is_file():
         raise SystemExit(f"{ST_PYTHON} missing: python -m venv .venv-st && .venv-st/bin/pip "
@@ -98,6 +152,14 @@ def main() -> None:
     base = results[0]["sentences_per_second"]
     for row in results:
         row["vs_sentence_transformers"] = row["sentences_per_second"] / base
+    del embedders  # the training rows get the memory and the cores to themselves
+    training = training_rows(work, args.train_steps, warmup=10)
+    print(training, flush=True)
+    training_table = markdown_table(
+        ["trainer", "training pairs/s", "vs sentence-transformers", "ms per step"],
+        [[r["method"], f"{r['pairs_per_second']:.1f}",
+          f"{r.get('vs_sentence_transformers', 1.0):.2f}x",
+          f"{1000 * r['seconds'] / r['steps_timed']:.0f}"] for r in training])
     table = markdown_table(
         ["method", "sentences/s", "vs sentence-transformers", "STS-B test Spearman",
          "Pearson", "retrieval MRR@10", "cosine to ST, min", "cosine to ST, mean"],
@@ -117,10 +179,22 @@ def main() -> None:
         "checkpoint (MTEB): 82.03. Retrieval: each first sentence of a test pair scored >= 4.0 "
         "is a query, every distinct test sentence the corpus (the query's own excluded), its "
         "pair's second sentence the relevant one (`tfllm.embeddings.similarity."
-        "retrieval_scores`).")
+        "retrieval_scores`).\n\n"
+        "Training, the same run and CPU (one trainer at a time):\n\n" + training_table + "\n\n"
+        f"STS-B train pairs, batch {training[1]['batch_size']}, CoSENT, AdamW lr 2e-5 with "
+        "warmup + decay, weight decay 0.01, float32 on both sides, random batches (no length "
+        f"sorting), each side of a batch padded to its longest row; {args.train_steps} steps "
+        "timed after 10 untimed ones (model load, tracing, first allocations). "
+        "sentence-transformers: its `SentenceTransformerTrainer` with `CoSENTLoss` "
+        "(`bench/sentence_transformers_train_anchor.py`); tfllm: the model, loss, optimizer and "
+        "batches `tfllm finetune --config configs/finetune/stsb.yaml` builds "
+        "(`compile_pair_model`, `pair_batches`), run by Keras `fit`. Neither side's number "
+        "includes evaluation on sts-dev (a full `tfllm finetune` run also scores sts-dev after "
+        "every epoch; its metrics.json `train_pairs_per_second` includes that).")
     write_results("embed", "Sentence embeddings: `tfllm embed` vs sentence-transformers (CPU)",
                   {"batch_size": args.batch_size, "max_len": args.max_len, "texts": len(texts),
-                   "results": results, "export_report": report}, table, notes)
+                   "results": results, "training": training, "export_report": report},
+                  table, notes)
     print(table)
 
 

@@ -21,8 +21,11 @@ import time
 
 import torch
 from datasets import Dataset
-from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
-                                   SentenceTransformerTrainingArguments)
+from sentence_transformers import (
+    SentenceTransformer,
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
+)
 from sentence_transformers.losses import CoSENTLoss
 from transformers import TrainerCallback
 
@@ -60,7 +63,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         training = SentenceTransformerTrainingArguments(
             output_dir=out, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
-            learning_rate=args.lr, warmup_ratio=0.1, weight_decay=0.01, seed=42,
+            learning_rate=args.lr, warmup_steps=max(1, args.steps // 10), weight_decay=0.01,
+            seed=42,
             save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[],
             use_cpu=True, dataloader_num_workers=0, disable_tqdm=True)
         SentenceTransformerTrainer(model=model, args=training, train_dataset=read_stsb(args.pairs),
