@@ -112,6 +112,44 @@ def test_class_incremental_head_grows_and_unseen_intents_count_as_wrong(
     assert report["baseline"][1] == 0.0 and report["fwt"] == pytest.approx(0.0)
 
 
+def _old_logits(run: Path, rows: list, old: int) -> np.ndarray:
+    from tfllm_serving.wordpiece import load_tokenizer
+
+    from tfllm.finetune.features import predict_logits
+    from tfllm.models.run_dir import load_run_model
+
+    logits = predict_logits(load_run_model(run), load_tokenizer(run / "tokenizer"), rows, 32)
+    # softmax (and so the soft term) ignores a shift shared by a row's logits: compare without it
+    return logits[:, :old] - logits[:, :old].mean(1, keepdims=True)
+
+
+def test_learning_without_forgetting_holds_the_old_intents_logits(tmp_path, data_dir,
+                                                                   sst2_vocab):
+    from tfllm.data.tasks import Example
+
+    intents = [["card_arrival", "pin_blocked", "top_up_failed"],
+               ["atm_support", "age_limit", "cash_withdrawal_charge"]]
+    rows = [Example(text, label) for text, label in
+            _csv_rows(data_dir / "banking77" / "test.csv", set(intents[0]))]
+    drift = {}
+    for name, flags in (("naive", []), ("lwf", ["--set", "method.distill_old=0.9"])):
+        rc, out = _run(tmp_path / name, _banking(data_dir, intents), sst2_vocab,
+                       "--set", "train.epochs=2", *flags)
+        assert rc == 0
+        stages = json.loads((out / "continual.json").read_text())["stages"]
+        before, after = (_old_logits(out / stage, rows, 3) for stage in stages)
+        drift[name] = float(np.abs(after - before).mean())
+    # the soft term pins the first task's three logits on every row stage 2 trains on
+    assert drift["lwf"] < 0.5 * drift["naive"], drift
+
+
+def _csv_rows(path: Path, labels: set[str]) -> list[tuple[str, str]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return [(r["text"], r["category"]) for r in csv.DictReader(f) if r["category"] in labels]
+
+
 def test_joint_trains_every_task_in_one_stage(tmp_path, data_dir, sst2_vocab):
     rc, out = _run(tmp_path, _sentiment(data_dir, rows=80), sst2_vocab, "--method", "joint")
     assert rc == 0

@@ -48,6 +48,18 @@ def test_distilling_from_a_teacher_equal_to_the_students_init_reduces_the_kd_los
     assert not (out / "checkpoints").exists()  # the cached teacher logits went with it
 
 
+def test_a_teacher_over_the_first_labels_only_compares_those_columns():
+    from tfllm.finetune.distill import DistillationLoss, distillation_targets
+
+    teacher = np.array([[3.0, -1.0], [0.0, 2.0]], "float32")  # knew 2 of the student's 4
+    targets = distillation_targets(np.eye(4, dtype="float32")[[2, 3]], teacher, False)
+    loss = DistillationLoss(num_classes=4, alpha=1.0, teacher_classes=2)
+    same_old = np.concatenate([teacher, np.array([[9.0, -9.0], [-9.0, 9.0]], "float32")], 1)
+    assert float(loss(targets, same_old)) < 1e-6  # the new columns do not enter the soft term
+    swapped = np.concatenate([teacher[:, ::-1], same_old[:, 2:]], 1)
+    assert float(loss(targets, swapped)) > 0.1
+
+
 def test_distillation_targets_follow_their_rows_through_shuffling():
     from tfllm.finetune.distill import distillation_targets
     from tfllm.finetune.features import batched

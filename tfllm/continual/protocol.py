@@ -72,6 +72,11 @@ class ContinualMethodConfig:
     # after each stage that adds labels, scale the new labels' head rows so their mean norm
     # equals the old labels' (weight aligning, Zhao et al. 2020)
     align_head: bool = False
+    # Learning without Forgetting (Li & Hoiem 2016; with replay, as in iCaRL): weight alpha of
+    # a soft term that keeps the old labels' logits where the previous stage left them, on
+    # every row the stage trains on (its own and the stored ones); 0 = off
+    distill_old: float = 0.0
+    distill_temperature: float = 2.0
     # penalty weight lambda of l2sp / ewc: lambda/2 * sum_i F_i (theta_i - theta*_i)^2, F
     # normalised to mean 1 so that one scale serves both
     penalty: float = 1.0
@@ -108,6 +113,10 @@ def load_protocol(path: str | Path, overrides: list[str] | tuple = ()) -> Contin
     if not 0 < cfg.method.replay_fraction <= 1:
         raise ConfigError(f"method.replay_fraction must be in (0, 1], "
                           f"got {cfg.method.replay_fraction}")
+    if not 0 <= cfg.method.distill_old <= 1 or cfg.method.distill_temperature <= 0:
+        raise ConfigError("method.distill_old must be in [0, 1] and method.distill_temperature "
+                          f"> 0, got {cfg.method.distill_old} and "
+                          f"{cfg.method.distill_temperature}")
     names = [task.name for task in cfg.tasks]
     for i, task in enumerate(cfg.tasks):
         where = f"{path}: tasks[{i}]" + (f" ({task.name})" if task.name else "")

@@ -12,7 +12,9 @@ Methods: `naive` (plain sequential fine-tuning, the lower bound), `replay` (a st
 `method.replay_fraction` of each past task's training rows joins every later task),
 `l2sp` / `ewc` (`tfllm.continual.penalties`), `adapters` (bottleneck adapters + LayerNorms
 + pooler + head train, the pretrained weights stay), `joint` (every task at once, the upper
-bound: one stage, one row of R).
+bound: one stage, one row of R). `method.distill_old` adds Learning without Forgetting to
+any sequential method: the previous stage's logits over its labels, on every row a stage
+trains on, become soft targets (`tfllm.finetune.distill.DistillationLoss`).
 
 Example:
 
@@ -43,7 +45,13 @@ from tfllm.continual.protocol import (
 from tfllm.continual.scores import continual_scores, save_heatmap
 from tfllm.data.tasks import Example, stratified_split
 from tfllm.errors import InputError
-from tfllm.finetune.features import batched, classification_features, predict_logits
+from tfllm.finetune.distill import DistillationLoss, distillation_targets, first_columns_accuracy
+from tfllm.finetune.features import (
+    batched,
+    classification_features,
+    classifier_logits,
+    predict_logits,
+)
 from tfllm.finetune.peft import trainable_count, with_adapters
 from tfllm.finetune.train import (
     FinetuneConfig,
@@ -99,8 +107,9 @@ def run_continual(cfg: ContinualConfig, init: str, out: str | Path, quiet: bool 
             print(f"stage {number + 1}/{len(stages)}: {stage_out.name} ({method}, "
                   f"{len(names)} labels)")
         started = time.perf_counter()
+        old = len(heads[stages[number - 1][-1]]) if number > 0 else 0
         history = _fit_stage(cfg, model, backbone, tokenizer, data, tasks, names, memory,
-                             stage_out, number, quiet)
+                             stage_out, number, old, quiet)
         seconds += time.perf_counter() - started
         if cfg.method.align_head and number > 0:
             _align_head(model, len(heads[stages[number - 1][-1]]))
@@ -183,8 +192,9 @@ def _features(tokenizer: Any, groups: list[tuple[ContinualTask, list[Example]]],
 
 def _fit_stage(cfg: ContinualConfig, model: Any, backbone: Any, tokenizer: Any,
                data: list[TaskData], tasks: list[int], names: list[str], memory: Memory,
-               out: Path, number: int, quiet: bool) -> dict:
-    """One stage of Keras fit on the stage's tasks (+ replay), eval on their eval splits."""
+               out: Path, number: int, old: int, quiet: bool) -> dict:
+    """One stage of Keras fit on the stage's tasks (+ replay), eval on their eval splits;
+    `old`: the labels the head held before this stage."""
     groups = [(cfg.tasks[i], data[i].train) for i in tasks]
     for past in sorted({i for i, _ in memory.replay}):
         groups.append((cfg.tasks[past], [e for i, e in memory.replay if i == past]))
@@ -200,9 +210,17 @@ def _fit_stage(cfg: ContinualConfig, model: Any, backbone: Any, tokenizer: Any,
     if number > 0 and cfg.method.name in ("l2sp", "ewc"):
         importance = normalised(memory.fisher) if cfg.method.name == "ewc" else None
         trainer = Anchored(model, backbone.trainable_weights, importance, cfg.method.penalty)
-    trainer.compile(optimizer=optimizer,
-                    loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                    metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+    metrics = [keras.metrics.CategoricalAccuracy(name="accuracy")]
+    if cfg.method.distill_old and old:
+        # Before fitting, the grown head's first `old` columns are the previous stage's head:
+        # its logits on this stage's rows are the soft targets, computed once.
+        y_train = distillation_targets(y_train, classifier_logits(model, x_train)[:, :old], False)
+        y_eval = distillation_targets(y_eval, classifier_logits(model, x_eval)[:, :old], False)
+        loss = DistillationLoss(len(names), cfg.method.distill_temperature,
+                                cfg.method.distill_old, teacher_classes=old)
+        metrics = [first_columns_accuracy(len(names))]
+    trainer.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     out.mkdir(parents=True, exist_ok=True)
     history = trainer.fit(
         batched(x_train, y_train, train.batch_size, True, train.seed + number,

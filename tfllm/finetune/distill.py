@@ -62,14 +62,17 @@ def check(cfg: DistillConfig) -> None:
 class DistillationLoss(keras.losses.Loss):
     """Soft + hard loss. Targets: classification ``[one-hot labels | teacher logits]``
     (``[B, 2C]``); tagging ``[label id | teacher logits]`` per position (``[B, L, 1 + C]``,
-    label `IGNORE` where not scored)."""
+    label `IGNORE` where not scored). `teacher_classes`: a teacher over only the first K of
+    the student's C classes (a head that has grown since, as in continual learning): the
+    target is ``[one-hot | K teacher logits]`` and the soft term compares those K columns."""
 
     def __init__(self, num_classes: int, temperature: float = 2.0, alpha: float = 0.5,
                  tagging: bool = False, label_smoothing: float = 0.0,
-                 name: str = "distillation") -> None:
+                 name: str = "distillation", teacher_classes: int | None = None) -> None:
         super().__init__(name=name)
         self.num_classes, self.temperature, self.alpha = num_classes, temperature, alpha
         self.tagging, self.label_smoothing = tagging, label_smoothing
+        self.teacher_classes = teacher_classes or num_classes
 
     def soft(self, teacher, student):
         """Per-row KL(teacher_T || student_T) * T^2 (the T^2 keeps gradients comparable)."""
@@ -84,7 +87,8 @@ class DistillationLoss(keras.losses.Loss):
             labels, teacher = y_true[..., :self.num_classes], y_true[..., self.num_classes:]
             hard = keras.losses.categorical_crossentropy(
                 labels, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
-            return self.alpha * self.soft(teacher, y_pred) + (1 - self.alpha) * hard
+            soft = self.soft(teacher, y_pred[..., :self.teacher_classes])
+            return self.alpha * soft + (1 - self.alpha) * hard
         labels, teacher = ops.cast(y_true[..., 0], "int32"), y_true[..., 1:]
         scored = ops.cast(ops.not_equal(labels, IGNORE), "float32")
         hard = keras.losses.sparse_categorical_crossentropy(

@@ -91,6 +91,12 @@ def predict_logits(model: Any, tokenizer: Tokenizer, examples: list[Example], ma
                    batch: int = 64, truncation: str = "head", progress: bool = False) -> np.ndarray:
     """Classifier logits [n, classes] for examples (a Keras progress bar if `progress`)."""
     x = classification_features(tokenizer, examples, max_len, truncation)
+    return classifier_logits(model, x, batch, progress)
+
+
+def classifier_logits(model: Any, x: dict[str, np.ndarray], batch: int = 64,
+                      progress: bool = False) -> np.ndarray:
+    """Classifier logits [n, classes] for encoded inputs, in their order."""
     x, order = _shortest_first(x)
     logits = model.predict(batched(x, None, batch, False, 0), verbose=1 if progress else 0)
     return _unsorted(logits, order)
