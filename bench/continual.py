@@ -33,6 +33,9 @@ ROWS: dict[str, list[str]] = {
     "banking77/replay-aligned": ["--set", "method.align_head=true"],
     "banking77/replay-balanced-aligned": ["--set", "method.balanced_replay=true",
                                           "--set", "method.align_head=true"],
+    # replay + Learning without Forgetting (alpha 0.5 = equal soft and hard terms, T 2: the
+    # LwF paper's settings, fixed in advance)
+    "banking77/replay-lwf": ["--set", "method.distill_old=0.5"],
 }
 
 
