@@ -719,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="tiny run (2-layer model, 40 requests, 3 s caps); prints, writes nothing")
     p.add_argument("--write", action="store_true", help="write results even with --quick")
+    p.add_argument("--no-write", action="store_true",
+                   help="print only (trying a setting); bench/results and docs stay as they are")
     args = p.parse_args(argv)
     if args.quick:
         args.requests, args.seconds = min(args.requests, 40), min(args.seconds, 3.0)
@@ -780,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         print()
         print(notes)
-        if not args.quick or args.write:
+        if (not args.quick or args.write) and not args.no_write:
             write_results(results_name, f"{TITLE} ({device})", results, table, notes)
             print(f"\nwrote bench/results/{results_name}.json and docs/results.md")
     finally:
