@@ -74,17 +74,21 @@ def tfllm_training_rate(work: Path, steps: int, warmup: int) -> dict:
     clock = StepClock()
     model.fit(batches.take(steps + warmup), callbacks=[clock], verbose=0)
     seconds = clock.ends[-1] - clock.ends[warmup - 1]
-    return {"steps_timed": steps, "batch_size": cfg.train.batch_size, "seconds": seconds,
+    return {"steps_timed": steps, "batch_size": cfg.train.batch_size,
+            "learning_rate": cfg.train.learning_rate, "seconds": seconds,
             "pairs_per_second": steps * cfg.train.batch_size / seconds,
             "precision": keras.config.dtype_policy().name}
 
 
 def training_rows(work: Path, steps: int, warmup: int) -> list[dict]:
-    """Both trainers, one after the other on this CPU: sentence-transformers first."""
+    """Both trainers, one after the other on this CPU: sentence-transformers first, with the
+    shipped config's batch size and learning rate."""
+    cfg = load_config(FinetuneConfig, REPO / "configs" / "finetune" / "stsb.yaml")
     anchor = subprocess.run(
         [str(ST_PYTHON), str(REPO / "bench" / "sentence_transformers_train_anchor.py"),
          str(minilm_dir()), str(data_root() / "stsb" / "sts-train.csv"),
-         "--steps", str(steps + warmup), "--warmup-steps", str(warmup)],
+         "--steps", str(steps + warmup), "--warmup-steps", str(warmup),
+         "--batch-size", str(cfg.train.batch_size), "--lr", str(cfg.train.learning_rate)],
         capture_output=True, text=True, check=True)
     st = json.loads(anchor.stdout.strip().splitlines()[-1])
     ours = tfllm_training_rate(work, steps, warmup)
@@ -181,7 +185,8 @@ def main() -> None:
         "pair's second sentence the relevant one (`tfllm.embeddings.similarity."
         "retrieval_scores`).\n\n"
         "Training, the same run and CPU (one trainer at a time):\n\n" + training_table + "\n\n"
-        f"STS-B train pairs, batch {training[1]['batch_size']}, CoSENT, AdamW lr 2e-5 with "
+        f"STS-B train pairs, batch {training[1]['batch_size']}, CoSENT, AdamW lr "
+        f"{training[1]['learning_rate']:g} with "
         "warmup + decay, weight decay 0.01, float32 on both sides, random batches (no length "
         f"sorting), each side of a batch padded to its longest row; {args.train_steps} steps "
         "timed after 10 untimed ones (model load, tracing, first allocations). "
