@@ -111,8 +111,8 @@ def run_continual(cfg: ContinualConfig, init: str, out: str | Path, quiet: bool 
         history = _fit_stage(cfg, model, backbone, tokenizer, data, tasks, names, memory,
                              stage_out, number, old, quiet)
         seconds += time.perf_counter() - started
-        if cfg.method.align_head and number > 0:
-            _align_head(model, len(heads[stages[number - 1][-1]]))
+        if cfg.method.align_head and old:
+            _align_head(model, old)
         R.append([_accuracy(model, tokenizer, t, d.test, names)
                   for t, d in zip(cfg.tasks, data, strict=True)])
         R_eval.append([_accuracy(model, tokenizer, t, d.eval, names)
