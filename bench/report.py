@@ -100,6 +100,13 @@ def write_results(name: str, title: str, data: dict, table: str, notes: str = ""
     )
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else "# Measured results\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else (
+    earlier = pattern.search(text)
+    if earlier:
+        # Hand-written "Reading ..." paragraphs of earlier runs (each dated) stay below the table.
+        kept = [p.strip() for p in re.split(r"\n\s*\n", earlier.group(0))
+                if p.startswith("Reading") and p.strip() not in section]
+        if kept:
+            section = section.rstrip("\n") + "\n\n" + "\n\n".join(kept) + "\n"
+    text = pattern.sub(lambda _: section + "\n", text) if earlier else (
         text.rstrip() + "\n\n" + section)
     RESULTS_MD.write_text(text.rstrip() + "\n")
