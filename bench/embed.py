@@ -61,11 +61,10 @@ class StepClock(keras.callbacks.Callback):
         self.ends.append(time.perf_counter())
 
 
-def tfllm_training_rate(work: Path, steps: int, warmup: int) -> dict:
+def tfllm_training_rate(cfg: FinetuneConfig, work: Path, steps: int, warmup: int) -> dict:
     """Training pairs/s of `tfllm finetune --config configs/finetune/stsb.yaml` (its model,
     loss, optimizer and batches, as `finetune_embedder` builds them) over `steps` steps after
     the first `warmup` (tracing and first allocations excluded, as on the anchor's side)."""
-    cfg = load_config(FinetuneConfig, REPO / "configs" / "finetune" / "stsb.yaml")
     train, _, _ = read_task_pairs(cfg.task)
     checkpoint, tokenizer = load_start(cfg, str(minilm_dir()), work / "train")
     batches = pair_batches(tokenizer, train, cfg.task.max_len, cfg.train.batch_size,
@@ -91,7 +90,7 @@ def training_rows(work: Path, steps: int, warmup: int) -> list[dict]:
          "--batch-size", str(cfg.train.batch_size), "--lr", str(cfg.train.learning_rate)],
         capture_output=True, text=True, check=True)
     st = json.loads(anchor.stdout.strip().splitlines()[-1])
-    ours = tfllm_training_rate(work, steps, warmup)
+    ours = tfllm_training_rate(cfg, work, steps, warmup)
     return [{"method": f"sentence-transformers {st['sentence_transformers']} trainer (PyTorch "
                        f"{st['torch']}, float32, {st['threads']} threads)", **st},
             {"method": "tfllm finetune, configs/finetune/stsb.yaml (TensorFlow, "
