@@ -1,6 +1,7 @@
 """Compression on SST-2: pruned and sparse MiniLM models against the full one, in one run.
 
     .venv/bin/python bench/compress.py --out bench/runs/compress [--rows full,ffn50,...]
+    .venv/bin/python bench/compress.py --task ncbi_disease  # the best two rows on NCBI-disease
 
 Every row is one command (printed and recorded): the full model is a `tfllm finetune` of
 all-MiniLM-L6-v2 on the 8,000-row SST-2 slice (2 epochs, lr 1e-4, validation = 5% carved
@@ -11,6 +12,10 @@ tflite-dynamic; gate on dev) and every artifact of every row is timed in rounds 
 token ids padded to L=128, B=1 and B=32, each keeping its best round; ratios are against the
 full model's SavedModel (ids in) of this run. Results: `bench/results/compress.json` and the
 "Compression" table in docs/results.md.
+
+`--task ncbi_disease` does the same for entity F1: the full model is the shipped NCBI recipe
+(configs/finetune/ncbi_disease.yaml, early stopping on valid.txt), pruned rows recover with
+it, the gate and the reported score are test.txt (`compress-ncbi` results).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,9 +37,6 @@ from report import REPO, machine, markdown_table, tree_state, write_results  # n
 
 SEQ = 128
 FORMATS = ["savedmodel", "onnx", "onnx-int8", "tflite-dynamic"]
-FULL = ["--set", "train.epochs=2", "--set", "train.learning_rate=1e-4",
-        "--set", "task.eval=null", "--set", "task.eval_split=0.05",
-        "--set", "task.test=${TFLLM_DATA}/sst2/dev.tsv"]
 # name -> (what it is, tfllm prune flags; None = the full fine-tune)
 ROWS: dict[str, tuple[str, list[str] | None]] = {
     "full": ("full fine-tune (reference)", None),
@@ -48,19 +51,61 @@ ROWS: dict[str, tuple[str, list[str] | None]] = {
 }
 
 
-def command(name: str, out: Path, minilm: str) -> list[str]:
+@dataclass(frozen=True)
+class Task:
+    """What the full row fine-tunes and where its reported score comes from."""
+
+    config: str
+    full_flags: list[str]
+    reported: str  # data file under the data root: the gate's data and the reported split
+    metric: str  # metrics.json key
+    columns: tuple[str, str]  # (eval split, reported split) column names
+    rows: str  # default --rows
+    out: str
+    section: str
+    title: str
+    recipe: str  # the notes' first sentence
+
+
+TASKS = {
+    "sst2": Task(
+        "configs/finetune/sst2.yaml",
+        ["--set", "train.epochs=2", "--set", "train.learning_rate=1e-4", "--set",
+         "task.eval=null", "--set", "task.eval_split=0.05", "--set",
+         "task.test=${TFLLM_DATA}/sst2/dev.tsv"],
+        "sst2/dev.tsv", "accuracy", ("val acc % (5% of train)", "dev acc %"), ",".join(ROWS),
+        "bench/runs/compress", "compress", "Compression: pruning, distillation, sparsity (SST-2)",
+        "Every row: SST-2, all-MiniLM-L6-v2, the 8,000-row training slice, recipe fixed in "
+        "advance (2 epochs, lr 1e-4, batch 32; pruned rows recover with the same recipe, KD = "
+        "distillation from the full row, alpha 0.5, T 2); val = 5% of train carved off "
+        "(stratified, seed 42), dev = SST-2 dev (872), scored once."),
+    "ncbi_disease": Task(
+        "configs/finetune/ncbi_disease.yaml", ["--set", "train.bucket_by_length=true"],
+        "ncbi_disease/test.txt", "entity_f1", ("valid entity F1 %", "test entity F1 %"),
+        "full,heads8-ffn50-kd,layers3-kd", "bench/runs/compress-ncbi", "compress-ncbi",
+        "Compression: the best two pruned rows on NCBI-disease (entity F1)",
+        "Every row: NCBI-disease, all-MiniLM-L6-v2, the shipped recipe fixed in advance "
+        "(configs/finetune/ncbi_disease.yaml: up to 8 epochs, lr 1e-4, batch 32, early stopping "
+        "on valid.txt entity F1, patience 2; length-bucketed batches; pruned rows recover with "
+        "the same recipe, KD = distillation from the full row, alpha 0.5, T 2); the rows are the "
+        "two best SST-2 pruned rows at <= 0.56x MACs; test.txt (940 sentences) is the gate's "
+        "data and the reported split, scored once; entity F1 with the run's BIO decoding."),
+}
+
+
+def command(name: str, out: Path, minilm: str, task: Task) -> list[str]:
     flags = ROWS[name][1]
     if flags is None:
-        return ["tfllm", "finetune", "--config", "configs/finetune/sst2.yaml", "--init", minilm,
-                "--out", str(out / name), *FULL]
+        return ["tfllm", "finetune", "--config", task.config, "--init", minilm,
+                "--out", str(out / name), *task.full_flags]
     return ["tfllm", "prune", "--model", str(out / "full"), "--out", str(out / name), *flags]
 
 
-def train(names: list[str], out: Path, minilm: str) -> None:
+def train(names: list[str], out: Path, minilm: str, task: Task) -> None:
     for name in names:
         if (out / name / "metrics.json").is_file():
             continue
-        cmd = command(name, out, minilm)
+        cmd = command(name, out, minilm, task)
         print("+", shlex.join(cmd), flush=True)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.provenance.json").write_text(json.dumps(
@@ -71,22 +116,36 @@ def train(names: list[str], out: Path, minilm: str) -> None:
         (out / f"{name}.seconds").write_text(f"{time.time() - started:.0f}\n")
 
 
-def measure(names: list[str], out: Path, work: Path, rounds: int, repeats: int) -> dict:
+def latency_inputs(task: Task, tokenizer) -> tuple[dict, dict]:
+    """B=1 and B=32 token ids at L=SEQ from the reported split's first texts."""
+    from tfllm_serving.wordpiece import encode_batch
+
+    from tfllm.data.locations import data_root
+
+    lines = (data_root() / task.reported).read_text().splitlines()
+    if task.metric == "accuracy":
+        texts = [line.split("\t")[0] for line in lines[1:]]
+    else:  # CoNLL: one word per line, sentences between blank lines
+        texts = " ".join(line.split()[0] if line.strip() else "\n" for line in lines).split("\n")
+        texts = [t.strip() for t in texts if t.strip()]
+    return (encode_batch(tokenizer, texts[:1], max_len=SEQ, pad_to_max_len=True),
+            encode_batch(tokenizer, texts[:32], max_len=SEQ, pad_to_max_len=True))
+
+
+def measure(names: list[str], out: Path, work: Path, rounds: int, repeats: int,
+            task: Task) -> dict:
     """Per row: params, MACs, accuracies, sizes, and {format: {b1, b32}} ms."""
     from tfllm_export.gate import onnx_runner, savedmodel_ids_runner, tflite_runner
     from tfllm_export.stage import export_run
-    from tfllm_serving.wordpiece import encode_batch, load_tokenizer
+    from tfllm_serving.wordpiece import load_tokenizer
 
     from export import interleaved  # bench/export.py: the same timing in turns
     from tfllm.compression.prune import encoder_macs
     from tfllm.data.locations import data_root
     from tfllm.models.run_dir import load_run_model
 
-    dev = data_root() / "sst2" / "dev.tsv"
-    texts = [line.split("\t")[0] for line in dev.read_text().splitlines()[1:]]
-    tokenizer = load_tokenizer(out / "full" / "tokenizer")
-    b1 = encode_batch(tokenizer, texts[:1], max_len=SEQ, pad_to_max_len=True)
-    b32 = encode_batch(tokenizer, texts[:32], max_len=SEQ, pad_to_max_len=True)
+    dev = data_root() / task.reported
+    b1, b32 = latency_inputs(task, load_tokenizer(out / "full" / "tokenizer"))
     rows, runners = {}, {}
     for name in names:
         model = load_run_model(out / name)
@@ -97,7 +156,7 @@ def measure(names: list[str], out: Path, work: Path, rounds: int, repeats: int) 
         onnx_bytes = (version / entries["onnx"]["path"]).read_bytes()
         rows[name] = {
             "params": int(model.count_params()), "macs_128": encoder_macs(model.backbone, SEQ),
-            "dev_accuracy": metrics["test"]["accuracy"], "eval_accuracy": metrics["accuracy"],
+            "dev_accuracy": metrics["test"][task.metric], "eval_accuracy": metrics[task.metric],
             "train_seconds": metrics["train_seconds"],
             "pruning": json.loads((out / name / "pruning.json").read_text())
             if (out / name / "pruning.json").is_file() else None,
@@ -121,7 +180,7 @@ def measure(names: list[str], out: Path, work: Path, rounds: int, repeats: int) 
     return rows
 
 
-def table(rows: dict) -> tuple[str, dict]:
+def table(rows: dict, task: Task) -> tuple[str, dict]:
     full = rows["full"]
     base = full["artifacts"]["savedmodel"]["latency_ms"]
     out, checks = [], {}
@@ -144,42 +203,43 @@ def table(rows: dict) -> tuple[str, dict]:
                                         if int8.get("metric_value") is not None else None),
             "onnx_int8_b1_vs_full_savedmodel": (int8["latency_ms"]["b1"] / base["b1"]
                                                 if int8.get("latency_ms") else None)}
-    header = ["row", "what", "params", "MACs / full (L=128)", "val acc % (5% of train)",
-              "dev acc %", "Δ dev (pts)", "gzip ONNX / full",
+    header = ["row", "what", "params", "MACs / full (L=128)", *task.columns,
+              f"Δ {task.columns[1].split()[0]} (pts)", "gzip ONNX / full",
               *[f"{fmt} B=1 / B=32 vs full SavedModel" for fmt in FORMATS]]
     return markdown_table(header, out), checks
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="bench/runs/compress", help="where the RUN_DIRs go")
-    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--task", choices=list(TASKS), default="sst2")
+    parser.add_argument("--out", help="where the RUN_DIRs go (default: per task, bench/runs/)")
+    parser.add_argument("--rows", help="comma-separated (default: every row for sst2, the best "
+                                       "two for ncbi_disease)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     from tfllm.models.checkpoints import minilm_dir
 
-    names = [n for n in args.rows.split(",") if n]
+    task = TASKS[args.task]
+    names = [n for n in (args.rows or task.rows).split(",") if n]
     if "full" not in names:
         names.insert(0, "full")
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown} (choose from {', '.join(ROWS)})")
-    out = Path(args.out)
-    train(names, out, str(minilm_dir()))
+    out = Path(args.out or task.out)
+    train(names, out, str(minilm_dir()), task)
     work = Path(tempfile.mkdtemp(prefix="tfllm-bench-compress-"))
     try:
-        rows = measure(names, out, work, args.rounds, args.repeats)
+        rows = measure(names, out, work, args.rounds, args.repeats, task)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text, checks = table(rows)
-    commands = "\n".join(f"- `{name}`: `{shlex.join(command(name, Path('RUNS'), 'MINILM'))}`"
-                         for name in names)
+    text, checks = table(rows, task)
+    commands = "\n".join(
+        f"- `{name}`: `{shlex.join(command(name, Path('RUNS'), 'MINILM', task))}`"
+        for name in names)
     notes = (
-        "Every row: SST-2, all-MiniLM-L6-v2, the 8,000-row training slice, recipe fixed in "
-        "advance (2 epochs, lr 1e-4, batch 32; pruned rows recover with the same recipe, KD = "
-        "distillation from the full row, alpha 0.5, T 2); val = 5% of train carved off "
-        "(stratified, seed 42), dev = SST-2 dev (872), scored once. Importance: first-order "
+        f"{task.recipe} Importance: first-order "
         "Taylor on 1,024 training rows (heads, neurons), training loss without the layer "
         "(layers). MACs: encoder + pooler for one sequence of 128 tokens. Latency: token ids "
         f"padded to L={SEQ}, every artifact of every row timed in turn, best of "
@@ -189,9 +249,9 @@ def main() -> None:
         "the fp32 ONNX file compressed (what unstructured zeros buy: size, not speed).\n\n"
         f"Commands (RUNS = --out, MINILM = the checkpoint folder):\n{commands}\n"
     )
-    write_results("compress", "Compression: pruning, distillation, sparsity (SST-2)",
-                  {"seq_len": SEQ, "rows": rows, "checks": checks, "host": machine()["cpu"]},
-                  text, notes)
+    write_results(task.section, task.title,
+                  {"task": args.task, "seq_len": SEQ, "rows": rows, "checks": checks,
+                   "host": machine()["cpu"]}, text, notes)
     print(text)
     print(json.dumps(checks, indent=1))
 

@@ -199,20 +199,39 @@ def convert_onnx_fp16(source: Path, path: Path) -> None:
     onnx.save(model, str(path))
 
 
-# Float islands of tflite-int8. On a MiniLM SST-2 model the LiteRT quantization debugger put the
-# largest per-layer RMSE/scale on the masked softmax (its -1e9 SELECT_V2 takes the whole int8
-# range), the LayerNorm arithmetic (MEAN, RSQRT, SQUARED_DIFFERENCE) and the attention
-# BATCH_MATMULs; with these in float and the dense layers and embedding lookup in int8, dev
-# label agreement with Keras went from 0.865 to 0.951 (accuracy -5.0 -> -0.1 pt). Keeping
-# FULLY_CONNECTED layers in float as well, node by node on the debugger's ranking, gained
-# little (0.956 at 38 of them), and 16x8 does not convert (int ids have no calibrated range).
+# Float islands of tflite-int8, chosen with the LiteRT quantization debugger on a MiniLM SST-2
+# model (dev label agreement with Keras, gate >= 0.98). Per-layer RMSE/scale first put the
+# masked softmax (its -1e9 SELECT_V2 takes the whole int8 range), the LayerNorm arithmetic and
+# the attention BATCH_MATMULs in float: 0.865 -> 0.952. Quantizing one group of dense layers at
+# a time (everything else float) then found the rest: Q/K/V, attention output, FFN-in, pooler
+# and classifier in int8 keep 0.990, but the feed-forward *output* dense alone drops it to 0.959
+# (its output carries the residual stream's outliers, range ~200: one int8 step is ~0.8), and
+# so does int8 on the GELU, RESHAPE and TRANSPOSE ops around it (they carry its int8 input and
+# output). With these in float as well: 0.987 (all dense layers but FFN-out and the embedding
+# lookup in int8). 16x8 activations with the same islands reached 0.958 (and without a float
+# fallback does not convert: int ids have no calibrated range).
 TFLITE_INT8_FLOAT_OPS = ("SELECT_V2", "SOFTMAX", "BATCH_MATMUL", "MEAN", "RSQRT",
-                         "SQUARED_DIFFERENCE", "ADD", "MUL", "SUB", "TANH", "POW")
+                         "SQUARED_DIFFERENCE", "ADD", "MUL", "SUB", "TANH", "POW", "GELU",
+                         "RESHAPE", "TRANSPOSE")
+# keras-hub's TransformerEncoder names its feed-forward output projection so.
+TFLITE_INT8_FLOAT_LAYER = "feedforward_output_dense"
+
+
+def float_layer_nodes(float_model: bytes, layer: str = TFLITE_INT8_FLOAT_LAYER) -> list[str]:
+    """Output tensor names of the FULLY_CONNECTED ops inside `layer` (one per encoder layer),
+    as the quantization debugger's deny list names nodes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=float_model)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [names[op["outputs"][0]] for op in interpreter._get_ops_details()
+            if op["op_name"] == "FULLY_CONNECTED" and f"/{layer}" in names[op["outputs"][0]]]
 
 
 def export_tflite(model, path: Path, mode: str = "fp32",
-                  calibration: list[dict] | None = None, output: str = "logits") -> None:
+                  calibration: list[dict] | None = None, output: str = "logits") -> list[str]:
     """`mode`: fp32, fp16, dynamic or int8 (needs `calibration`, feature dicts of real text).
+    Returns the dense layers int8 keeps in float (`TFLITE_INT8_FLOAT_LAYER`; none otherwise).
 
     Via a SavedModel written by Keras' ExportArchive, which captures Keras 3 variables
     (converting the concrete function directly drops them)."""
@@ -237,18 +256,23 @@ def export_tflite(model, path: Path, mode: str = "fp32",
             converter.target_spec.supported_types = [tf.float16]
         if mode != "int8":
             path.write_bytes(converter.convert())
-            return
+            return []
 
         def representative():
             return ({k: v.astype("int32") for k, v in batch.items()} for batch in calibration)
 
+        float_nodes = float_layer_nodes(tf.lite.TFLiteConverter.from_saved_model(tmp).convert())
+        if not float_nodes:
+            raise RuntimeError(f"tflite-int8: no {TFLITE_INT8_FLOAT_LAYER} layer found in the "
+                               "converted graph to keep in float (keras-hub renamed it?)")
         converter.representative_dataset = representative
-        # The quantizer's own way to keep ops in float: its debugger's deny list
+        # The quantizer's own way to keep ops in float: its debugger's deny lists
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=representative,
             debug_options=tf.lite.experimental.QuantizationDebugOptions(
-                denylisted_ops=list(TFLITE_INT8_FLOAT_OPS)))
+                denylisted_ops=list(TFLITE_INT8_FLOAT_OPS), denylisted_nodes=float_nodes))
         path.write_bytes(debugger.get_nondebug_quantized_model())
+        return float_nodes
 
 
 class TextClassifierModule(tf.Module):

@@ -381,6 +381,8 @@ def _export(src: Source, target: Path, formats: list[str], thresholds: GateThres
                                                         *_attention_shape(model)))
             return sources[fused]
 
+        float_nodes: dict[str, list[str]] = {}
+
         def write(fmt: str, path: Path, fused: bool) -> None:
             if fmt == "onnx":
                 shutil.copy(onnx_source(fused), path)
@@ -391,8 +393,8 @@ def _export(src: Source, target: Path, formats: list[str], thresholds: GateThres
             elif fmt == "onnx-int8-static":
                 artifacts.quantize_onnx_int8_static(onnx_source(fused), path, calibration)
             else:
-                artifacts.export_tflite(model, path, fmt.partition("-")[2] or "fp32", calibration,
-                                        output=output)
+                float_nodes[fmt] = artifacts.export_tflite(
+                    model, path, fmt.partition("-")[2] or "fp32", calibration, output=output)
 
         def gated(fmt: str, path: Path) -> dict:
             run = (onnx_runner if fmt.startswith("onnx") else tflite_runner)(path, output)
@@ -424,6 +426,10 @@ def _export(src: Source, target: Path, formats: list[str], thresholds: GateThres
                 entry.update(_best_build(fmt, tmp / entry["path"], write, gated,
                                          ort_fusion and fmt.startswith("onnx"), fused_ops,
                                          b1_ms_in_turns))
+                if fmt == "tflite-int8":
+                    entry["float_islands"] = {"ops": list(artifacts.TFLITE_INT8_FLOAT_OPS),
+                                              "layer": artifacts.TFLITE_INT8_FLOAT_LAYER,
+                                              "layer_nodes": len(float_nodes[fmt])}
             if not entry["passed"]:
                 _remove_artifact(tmp, fmt)
             report["artifacts"].append(entry)

@@ -60,6 +60,10 @@ def test_every_format_exports_passes_the_gate_and_is_reported(exported):
     assert config["artifacts"]["onnx"] == "model.onnx" and config["max_len"] == 48
     for name in ("tokenizer.json", "vocab.txt", "labels.json"):
         assert (exported / name).is_file()
+    # tflite-int8 keeps every layer's feed-forward output projection in float (the anchor
+    # fails loudly should keras-hub rename it)
+    islands = report["artifacts"][-1]["float_islands"]
+    assert islands["layer"] == "feedforward_output_dense" and islands["layer_nodes"] == 2
     sizes = {a["format"]: a["size_bytes"] for a in report["artifacts"]}
     assert sizes["onnx-int8"] < 0.5 * sizes["onnx"]
     assert sizes["onnx-fp16"] < 0.6 * sizes["onnx"] and sizes["tflite-int8"] < 0.5 * sizes["tflite"]
