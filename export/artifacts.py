@@ -224,6 +224,7 @@ def float_layer_nodes(float_model: bytes, layer: str = TFLITE_INT8_FLOAT_LAYER) 
 
     interpreter = Interpreter(model_content=float_model)
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    # LiteRT's interpreter lists ops only through this private call (no public op listing).
     return [names[op["outputs"][0]] for op in interpreter._get_ops_details()
             if op["op_name"] == "FULLY_CONNECTED" and f"/{layer}" in names[op["outputs"][0]]]
 
