@@ -135,6 +135,7 @@ def latency_inputs(task: Task, tokenizer) -> tuple[dict, dict]:
 def measure(names: list[str], out: Path, work: Path, rounds: int, repeats: int,
             task: Task) -> dict:
     """Per row: params, MACs, accuracies, sizes, and {format: {b1, b32}} ms."""
+    from tfllm_export.artifacts import backbone_of
     from tfllm_export.gate import onnx_runner, savedmodel_ids_runner, tflite_runner
     from tfllm_export.stage import export_run
     from tfllm_serving.wordpiece import load_tokenizer
@@ -155,7 +156,7 @@ def measure(names: list[str], out: Path, work: Path, rounds: int, repeats: int,
         entries = {a["format"]: a for a in report["artifacts"]}
         onnx_bytes = (version / entries["onnx"]["path"]).read_bytes()
         rows[name] = {
-            "params": int(model.count_params()), "macs_128": encoder_macs(model.backbone, SEQ),
+            "params": int(model.count_params()), "macs_128": encoder_macs(backbone_of(model), SEQ),
             "dev_accuracy": metrics["test"][task.metric], "eval_accuracy": metrics[task.metric],
             "train_seconds": metrics["train_seconds"],
             "pruning": json.loads((out / name / "pruning.json").read_text())

@@ -19,6 +19,7 @@ from tfllm.data.tasks import check_known_labels, read_tagged
 from tfllm.errors import InputError
 from tfllm.finetune.tagging import IGNORE, check_decoding, encode_tagged
 from tfllm.models.checkpoints import load_checkpoint
+from tfllm.models.run_dir import load_run_model
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +202,5 @@ def test_ner_distillation_from_the_run_it_starts_from_brings_the_student_to_the_
     # KD loss over the scored positions (first sub-tokens): a new random head starts far
     # from the teacher's tags and ends close.
     assert kd["kd_loss_eval_after"] < 0.5 * kd["kd_loss_eval_before"], kd
+    # the distilled run loads like any run (its compiled distillation loss is not needed)
+    assert load_run_model(out).output_shape[-1] == load_run_model(ner_run).output_shape[-1]

@@ -71,5 +71,7 @@ def load_run_model(run_dir: Path) -> Any:
     import tfllm.models.encoder  # noqa: F401  (registers the classes of pruned and adapter runs)
     from tfllm.models.presets import without_preprocessor
 
+    # compile=False: tfllm never trains or evaluates through a loaded run's compile state, and
+    # a distilled run's compiled loss (DistillationLoss) is training-only
     return without_preprocessor(keras.saving.load_model(Path(run_dir) / "model.keras",
-                                                        safe_mode=True))
+                                                        safe_mode=True, compile=False))
