@@ -121,13 +121,13 @@ def latency_inputs(task: Task, tokenizer) -> tuple[dict, dict]:
     from tfllm_serving.wordpiece import encode_batch
 
     from tfllm.data.locations import data_root
+    from tfllm.data.tasks import read_tagged
 
-    lines = (data_root() / task.reported).read_text().splitlines()
+    path = data_root() / task.reported
     if task.metric == "accuracy":
-        texts = [line.split("\t")[0] for line in lines[1:]]
-    else:  # CoNLL: one word per line, sentences between blank lines
-        texts = " ".join(line.split()[0] if line.strip() else "\n" for line in lines).split("\n")
-        texts = [t.strip() for t in texts if t.strip()]
+        texts = [line.split("\t")[0] for line in path.read_text().splitlines()[1:]]
+    else:
+        texts = [" ".join(sentence.words) for sentence in read_tagged(path)]
     return (encode_batch(tokenizer, texts[:1], max_len=SEQ, pad_to_max_len=True),
             encode_batch(tokenizer, texts[:32], max_len=SEQ, pad_to_max_len=True))
 
@@ -145,14 +145,14 @@ def measure(names: list[str], out: Path, work: Path, rounds: int, repeats: int,
     from tfllm.data.locations import data_root
     from tfllm.models.run_dir import load_run_model
 
-    dev = data_root() / task.reported
+    reported = data_root() / task.reported
     b1, b32 = latency_inputs(task, load_tokenizer(out / "full" / "tokenizer"))
     rows, runners = {}, {}
     for name in names:
         model = load_run_model(out / name)
         metrics = json.loads((out / name / "metrics.json").read_text())
         version = work / name / "1"
-        report = export_run(out / name, version, FORMATS, eval_data=str(dev))
+        report = export_run(out / name, version, FORMATS, eval_data=str(reported))
         entries = {a["format"]: a for a in report["artifacts"]}
         onnx_bytes = (version / entries["onnx"]["path"]).read_bytes()
         rows[name] = {

@@ -426,7 +426,7 @@ def _export(src: Source, target: Path, formats: list[str], thresholds: GateThres
                 entry.update(_best_build(fmt, tmp / entry["path"], write, gated,
                                          ort_fusion and fmt.startswith("onnx"), fused_ops,
                                          b1_ms_in_turns))
-                if fmt == "tflite-int8":
+                if float_nodes.get(fmt):  # tflite-int8's dense layers kept in float
                     entry["float_islands"] = {"ops": list(artifacts.TFLITE_INT8_FLOAT_OPS),
                                               "layer": artifacts.TFLITE_INT8_FLOAT_LAYER,
                                               "layer_nodes": len(float_nodes[fmt])}
