@@ -48,6 +48,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import REPO, markdown_table, write_results  # noqa: E402
+from tfllm_serving.config import ServerConfig  # noqa: E402
 from tfllm_serving.process import ServerProcess, free_port  # noqa: E402
 
 HOST = "127.0.0.1"  # the only address this benchmark talks to
@@ -386,8 +387,8 @@ class Server(ServerProcess):
         self.predict_url = f"{self.base}/v1/models/{name}:predict"
         self.status_url = f"{self.base}/v1/models/{name}"
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        super().wait_ready(timeout)
+    def wait_ready(self, timeout: float = 120.0, workers: int = 0) -> None:
+        super().wait_ready(timeout, workers or ServerConfig.from_dict(self.config).worker_count())
 
     def cpu(self) -> float:
         return cpu_seconds(self.proc.pid)

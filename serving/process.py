@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -40,20 +41,40 @@ class ServerProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "tfllm_serving.cli", *args],
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until `/readyz` answers 200; raise with the log tail if the server dies or stalls."""
+    def wait_ready(self, timeout: float = 30.0, workers: int = 1) -> None:
+        """Until `/readyz` answers 200 and `workers` worker processes have logged their start;
+        raise with the log tail if the server dies or stalls.
+
+        `/readyz` answers from whichever worker is up first, and a worker that starts
+        later finds the early keep-alive connections already taken: load that begins before
+        every worker is up lands on one process."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"tfllm-serve exited {self.proc.returncode}:\n{self.log(4000)}")
-            try:
-                with urllib.request.urlopen(self.base + "/readyz", timeout=1.0) as response:
-                    if response.status == 200:
-                        return
-            except OSError:  # refused while starting, or 503 until the models are warm
-                pass
+            if self._ready() and len(self.started_pids()) >= workers:
+                return
             time.sleep(0.1)
-        raise TimeoutError(f"tfllm-serve not ready after {timeout} s:\n{self.log(4000)}")
+        raise TimeoutError(f"tfllm-serve not ready after {timeout} s ({len(self.started_pids())}"
+                           f" of {workers} workers started):\n{self.log(4000)}")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.base + "/readyz", timeout=1.0) as response:
+                return response.status == 200
+        except OSError:  # refused while starting, or 503 until the models are warm
+            return False
+
+    def started_pids(self) -> set[int]:
+        """The processes that have logged `"event": "started"` (one per worker)."""
+        pids = set()
+        for line in self.log().splitlines():
+            if line.startswith("{") and '"event": "started"' in line:
+                try:
+                    pids.add(json.loads(line)["pid"])
+                except (ValueError, KeyError):
+                    continue
+        return pids
 
     def log(self, tail: int | None = None) -> str:
         """The server's output so far (the last `tail` characters when given)."""

@@ -40,6 +40,7 @@ def _make_serving_importable() -> None:
 
 _make_serving_importable()
 
+from tfllm_serving.config import ServerConfig  # noqa: E402
 from tfllm_serving.process import ServerProcess, free_port  # noqa: E402
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -266,7 +267,9 @@ class ServerStarter:
         server = launch_server(repo, config, grpc, extra_args, self.tmp)
         self.started.append(server)
         if ready:
-            server.wait_ready()
+            # Every worker up before the test's load starts, or one worker takes it all.
+            workers = ServerConfig.from_dict(config or {}).worker_count()
+            server.wait_ready(workers=workers)
         return server
 
     def stop_all(self) -> None:
