@@ -98,6 +98,47 @@ RUNS: dict[str, tuple[str, list[str], str, str]] = {
     "sst2-slice-random": ("sst2", ["train.epochs=2", "model.size=l6h384",
                                    "model.tokenizer=MINILM", "train.learning_rate=1e-4"],
                           "dev accuracy", "below MiniLM init"),
+    # Domain adaptation (issue 22): the same fine-tune from MiniLM and from MiniLM after
+    # continued MLM on the task's unlabelled text (PRETRAINED), three seeds each. The seed
+    # changes the head's init and the batch order; the labelled rows stay the same.
+    **{f"imdb-1k{arm}-s{seed}": ("imdb", [
+        "task.max_train_examples=1000", "task.eval_split=0.02", "train.epochs=2",
+        "train.bucket_by_length=true", "task.test=SAMPLED:imdb-test-2000.tsv",
+        f"train.seed={seed}"], "test accuracy (2,000 sampled test reviews)", "report")
+       for arm in ("", "-dapt") for seed in (1, 2, 3)},
+    **{f"ncbi_disease-fgm{arm}-s{seed}": ("ncbi_disease", [
+        "train.bucket_by_length=true", "method.fgm_epsilon=1.0", f"train.seed={seed}"],
+        "test entity F1", "report") for arm in ("", "-tapt") for seed in (1, 2, 3)},
+}
+
+# Continued MLM pretraining from MiniLM (`tfllm pretrain --init MINILM`), the init of the
+# runs that name it in INITS: name -> (corpus files under DATA, `tfllm data pretrain`
+# options, `tfllm pretrain` --set overrides). Recipes fixed in advance: a budget this CPU
+# trains in ~15 minutes, a fine-tuning-sized peak learning rate, bf16 (1.4x on this CPU).
+PRETRAINED: dict[str, tuple[list[str], list[str], list[str]]] = {
+    "imdb-mlm": (["imdb/train.tsv"],
+                 ["--no-nsp", "--seq-len", "128", "--dupe-factor", "1", "--set", "corpus.column=text"],
+                 ["train.steps=500", "train.batch_size=32", "optimizer.learning_rate=5e-5",
+                  "optimizer.warmup_steps=50", "train.precision=mixed_bfloat16"]),
+    "ncbi-mlm": (["ncbi_disease/train.txt", "ncbi_disease/valid.txt"],
+                 ["--no-nsp", "--seq-len", "128", "--dupe-factor", "10",
+                  "--set", "corpus.format=conll"],
+                 ["train.steps=500", "train.batch_size=32", "optimizer.learning_rate=5e-5",
+                  "optimizer.warmup_steps=50", "train.precision=mixed_bfloat16"]),
+}
+INITS: dict[str, str] = {
+    **{f"imdb-1k-dapt-s{seed}": "imdb-mlm" for seed in (1, 2, 3)},
+    **{f"ncbi_disease-fgm-tapt-s{seed}": "ncbi-mlm" for seed in (1, 2, 3)},
+}
+# arm groups of the domain-adaptation table: (data set, with/without continued pretraining)
+DOMAIN_ARMS: dict[str, tuple[str, str, list[str]]] = {
+    "imdb-1k": ("imdb", "MiniLM", [f"imdb-1k-s{s}" for s in (1, 2, 3)]),
+    "imdb-1k-dapt": ("imdb", "MiniLM + MLM on IMDB train text (imdb-mlm)",
+                     [f"imdb-1k-dapt-s{s}" for s in (1, 2, 3)]),
+    "ncbi_disease-fgm": ("ncbi_disease", "MiniLM",
+                         [f"ncbi_disease-fgm-s{s}" for s in (1, 2, 3)]),
+    "ncbi_disease-fgm-tapt": ("ncbi_disease", "MiniLM + MLM on NCBI train+valid (ncbi-mlm)",
+                              [f"ncbi_disease-fgm-tapt-s{s}" for s in (1, 2, 3)]),
 }
 
 # Recipes compared for one data set: the run with the best score on the validation split
@@ -126,6 +167,22 @@ RESCORED: dict[str, tuple[str, str]] = {
 JOINED = {"ncbi_disease-train+valid.txt": ["ncbi_disease/train.txt", "ncbi_disease/valid.txt"]}
 
 
+# Seeded samples of shared files (runs name them as SAMPLED:<name>): (file, rows, seed).
+SAMPLED = {"imdb-test-2000.tsv": ("imdb/test.tsv", 2000, 0)}
+
+
+def write_sampled(name: str, out: Path) -> None:
+    import random
+
+    from tfllm.atomic import atomic_write_text
+    from tfllm.data.locations import data_root
+
+    source, rows, seed = SAMPLED[name]
+    header, *lines = (data_root() / source).read_text(encoding="utf-8").splitlines()
+    picked = sorted(random.Random(seed).sample(range(len(lines)), rows))
+    atomic_write_text(out / name, "\n".join([header, *(lines[i] for i in picked)]) + "\n")
+
+
 def write_joined(name: str, out: Path) -> None:
     from tfllm.atomic import atomic_write_text
     from tfllm.data.locations import data_root
@@ -144,11 +201,56 @@ def minilm() -> str:
 def command(name: str, out: Path) -> list[str]:
     config, sets, _, _ = RUNS[name]
     init = "none" if name.endswith("-random") else "MINILM"
+    if name in INITS:
+        init = str(out / INITS[name])
     cmd = ["tfllm", "finetune", "--config", f"configs/finetune/{config}.yaml", "--init", init,
            "--out", str(out / name)]
     for value in sets:
-        cmd += ["--set", value.replace("JOINED:", f"{out}/").replace("RUN:", f"{out}/")]
+        for tag in ("JOINED:", "RUN:", "SAMPLED:"):
+            value = value.replace(tag, f"{out}/")
+        cmd += ["--set", value]
     return cmd
+
+
+def pretrain_commands(name: str, out: Path) -> list[list[str]]:
+    """`tfllm data pretrain` then `tfllm pretrain --init MINILM` (DATA = the shared data)."""
+    corpus, data_options, sets = PRETRAINED[name]
+    data = ["tfllm", "data", "pretrain", "--corpus", *(f"DATA/{c}" for c in corpus),
+            "--tokenizer", "MINILM", "--out", str(out / f"{name}-data"), *data_options]
+    train = ["tfllm", "pretrain", "--init", "MINILM", "--data", str(out / f"{name}-data"),
+             "--out", str(out / name)]
+    for value in sets:
+        train += ["--set", value]
+    return [data, train]
+
+
+def run_logged(cmd: list[str], log_path: Path) -> int:
+    """Run a `tfllm ...` command (the venv's entry point, MINILM and DATA filled in) with
+    its output in `log_path`; return its exit code."""
+    from tfllm.data.locations import data_root
+
+    cmd = [c.replace("MINILM", minilm()) for c in cmd]
+    cmd = [f"{data_root()}/{c[5:]}" if c.startswith("DATA/") else c for c in cmd]
+    print("+", shlex.join(cmd), flush=True)
+    cmd[0] = str(Path(sys.executable).parent / "tfllm")
+    started = time.perf_counter()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    print(f"  {log_path.stem}: exit {rc} in {time.perf_counter() - started:.0f} s", flush=True)
+    return rc
+
+
+def pretrain(name: str, out: Path) -> None:
+    """Continued pretraining `name` under `out` unless finished (re-running resumes it)."""
+    if (out / name / "metrics.json").is_file():
+        return
+    data_cmd, train_cmd = pretrain_commands(name, out)
+    if not (out / f"{name}-data").is_dir() and run_logged(data_cmd, out / f"{name}-data.log"):
+        raise SystemExit(f"{name}: `tfllm data pretrain` failed (see {name}-data.log)")
+    write_provenance(out, name)
+    if run_logged(train_cmd, out / f"{name}.log"):
+        raise SystemExit(f"{name}: `tfllm pretrain` failed (see {name}.log)")
 
 
 def rescore_command(name: str, out: Path) -> list[str]:
@@ -222,7 +324,6 @@ def main() -> int:
     parser.add_argument("--table-only", action="store_true", help="only rebuild the table")
     args = parser.parse_args()
     out = Path(args.out)
-    checkpoint = minilm()
     if not args.table_only:
         for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
             if name not in RUNS and name not in RESCORED:
@@ -236,18 +337,15 @@ def main() -> int:
                 continue
             if (out / name / "metrics.json").is_file():
                 continue
+            if name in INITS:
+                pretrain(INITS[name], out)
             for value in RUNS[name][1]:
                 if "JOINED:" in value:
                     write_joined(value.split("JOINED:", 1)[1], out)
-            cmd = [c.replace("MINILM", checkpoint) for c in command(name, out)]
-            print("+", shlex.join(cmd), flush=True)
+                if "SAMPLED:" in value and not (out / value.split("SAMPLED:", 1)[1]).is_file():
+                    write_sampled(value.split("SAMPLED:", 1)[1], out)
             write_provenance(out, name)
-            cmd[0] = str(Path(sys.executable).parent / "tfllm")  # the venv's entry point
-            started = time.perf_counter()
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / f"{name}.log", "w") as log:
-                rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
-            print(f"  {name}: exit {rc} in {time.perf_counter() - started:.0f} s", flush=True)
+            run_logged(command(name, out), out / f"{name}.log")
 
     # Runs measured earlier (another machine or session) stay in the table until re-run here.
     stored = RESULTS / "quality.json"
@@ -322,7 +420,70 @@ def main() -> int:
                         "writes it)." for name, parts in JOINED.items()))
     write_results("quality", "Fine-tuning quality from all-MiniLM-L6-v2 (CPU)", data, table, notes)
     print(table)
+    domain_table(data, valid, out)
     return 0
+
+
+def domain_table(data: dict[str, dict], valid: dict[str, float], out: Path) -> None:
+    """The domain-adaptation section: each arm's seeds as mean +- sample std, and the
+    continued-pretraining runs they start from."""
+    import statistics
+
+    stored = RESULTS / "domain_adaptation.json"
+    previous = json.loads(stored.read_text()).get("pretrained", {}) if stored.is_file() else {}
+    pretrained = {}
+    for name in PRETRAINED:
+        metrics, made = out / name / "metrics.json", out / f"{name}.provenance.json"
+        if metrics.is_file() and made.is_file():
+            cmds = pretrain_commands(name, Path("RUNS"))
+            pretrained[name] = {"commands": [shlex.join(c) for c in cmds],
+                                **json.loads(made.read_text()),
+                                "metrics": json.loads(metrics.read_text())}
+        elif name in previous:
+            pretrained[name] = previous[name]
+    rows, arms = [], {}
+    for arm, (dataset, init, runs) in DOMAIN_ARMS.items():
+        done = [r for r in runs if r in data]
+        tests = [score(data[r]["metrics"]) for r in done]
+        valids = [valid[r] for r in done if r in valid]
+        arms[arm] = {"dataset": dataset, "init": init, "runs": done, "test": tests,
+                     "valid": valids}
+        if not tests:
+            continue
+
+        def spread(xs: list[float]) -> str:
+            return (f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1
+                    else f"{xs[0]:.2f}")
+
+        rows.append([dataset, init, RUNS[done[0]][2], spread(tests),
+                     spread(valids) if valids else "", f"{len(tests)} of {len(runs)}",
+                     ", ".join(f"{t:.2f}" for t in tests),
+                     ", ".join(sorted({data[r].get("commit") or "?" for r in done}))])
+    table = markdown_table(["data set", "init", "metric", "test mean ± std", "valid mean ± std",
+                            "seeds done", "test per seed (s1, s2, s3)", "commit"], rows)
+    lines = []
+    for name, row in pretrained.items():
+        m = row["metrics"]
+        lines.append(f"`{name}`: {m.get('steps', '?')} steps of 32, last loss window: "
+                     + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in m.items()
+                                 if k in ("loss", "samples_per_second", "precision"))
+                     + f", commit {row.get('commit')}; commands: "
+                     + "; ".join(f"`{c}`" for c in row["commands"]) + ".")
+    notes = ("Both arms of a data set run the same fine-tune command (recipe, budget, labelled "
+             "rows) and differ only in `--init`; the three seeds (`train.seed` 1, 2, 3) change "
+             "the head's init and the batch order. Fine-tune commands: the `imdb-1k*` and "
+             "`ncbi_disease-fgm*-s*` rows of the fine-tuning quality table. IMDB: 1,000 "
+             "labelled reviews (the config's seeded subsample), 2 epochs, scored on 2,000 test "
+             "reviews sampled with seed 0 (`RUNS/imdb-test-2000.tsv`, written by "
+             "`bench/quality.py`: the full test set takes ~23 min per run on this CPU). "
+             "NCBI-disease: the recipe of the 84.09 row (ncbi_disease-fgm, BIO decoding). "
+             "Continued pretraining (recipes fixed in advance, MLM only since MiniLM has no "
+             "NSP head):\n\n" + "\n\n".join(lines))
+    write_results("domain_adaptation",
+                  "Domain adaptation: continued MLM pretraining before fine-tuning (CPU)",
+                  {"arms": arms, "pretrained": pretrained}, table, notes)
+    print(table)
 
 
 if __name__ == "__main__":
