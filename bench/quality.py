@@ -178,7 +178,8 @@ def write_sampled(name: str, out: Path) -> None:
     from tfllm.data.locations import data_root
 
     source, rows, seed = SAMPLED[name]
-    header, *lines = (data_root() / source).read_text(encoding="utf-8").splitlines()
+    # split("\n"), not splitlines(): reviews hold \r and other breaks inside a row
+    header, *lines = (data_root() / source).read_text(encoding="utf-8").rstrip("\n").split("\n")
     picked = sorted(random.Random(seed).sample(range(len(lines)), rows))
     atomic_write_text(out / name, "\n".join([header, *(lines[i] for i in picked)]) + "\n")
 
