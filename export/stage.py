@@ -389,7 +389,7 @@ def _export(src: Source, target: Path, formats: list[str], thresholds: GateThres
             elif fmt == "onnx-fp16":
                 artifacts.convert_onnx_fp16(onnx_source(fused), path)
             elif fmt == "onnx-int8":
-                artifacts.quantize_onnx_int8(onnx_source(fused), path)
+                float_nodes[fmt] = artifacts.quantize_onnx_int8(onnx_source(fused), path)
             elif fmt == "onnx-int8-static":
                 artifacts.quantize_onnx_int8_static(onnx_source(fused), path, calibration)
             else:
@@ -426,7 +426,10 @@ def _export(src: Source, target: Path, formats: list[str], thresholds: GateThres
                 entry.update(_best_build(fmt, tmp / entry["path"], write, gated,
                                          ort_fusion and fmt.startswith("onnx"), fused_ops,
                                          b1_ms_in_turns))
-                if float_nodes.get(fmt):  # tflite-int8's dense layers kept in float
+                if float_nodes.get(fmt) and fmt == "onnx-int8":  # adapters kept in float
+                    entry["float_islands"] = {"layer": artifacts.ONNX_INT8_FLOAT_LAYER,
+                                              "layer_nodes": len(float_nodes[fmt])}
+                elif float_nodes.get(fmt):  # tflite-int8's dense layers kept in float
                     entry["float_islands"] = {"ops": list(artifacts.TFLITE_INT8_FLOAT_OPS),
                                               "layer": artifacts.TFLITE_INT8_FLOAT_LAYER,
                                               "layer_nodes": len(float_nodes[fmt])}

@@ -97,9 +97,13 @@ def test_adapters_train_a_few_percent_save_alone_and_export_through_the_gate(
                                atol=1e-5)
 
     version = tmp_path / "repo" / "adapter" / "1"
-    assert main(["export", "--model", str(out), "--out", str(version), "--formats", "onnx"]) == 0
+    main(["export", "--model", str(out), "--out", str(version), "--formats", "onnx,onnx-int8"])
     report = json.loads((version / "export_report.json").read_text())
-    assert report["passed"]
+    onnx_fp32, int8 = report["artifacts"]
+    assert onnx_fp32["format"] == "onnx" and onnx_fp32["passed"]
+    # onnx-int8 keeps in float the adapters' MatMuls (2 layers x 2 adapters x (down, up))
+    # and the feed-forward output projections they read (2 layers)
+    assert int8["float_islands"] == {"layer": "_adapter", "layer_nodes": 8 + 2}
     down = np.asarray(model.backbone.transformer_layers[1]._feedforward_dropout.down.kernel)
     graph = onnx.load(str(version / "model.onnx")).graph
     assert any(tuple(t.dims) == down.shape and np.allclose(numpy_helper.to_array(t), down)
