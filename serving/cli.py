@@ -94,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve_workers(cfg)
         else:
             server.run()
+    except OSError as exc:  # the port is taken (workers: the parent binds it first)
+        print(f"tfllm-serve: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         # uvicorn re-raises the captured SIGINT once its graceful shutdown is done.
         pass

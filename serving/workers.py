@@ -1,10 +1,14 @@
 """Several server processes on one port, so that HTTP, JSON and tokenization use every core.
 
 One Python process parses requests and tokenizes on one core at a time (the GIL); with
-`workers: N` (default: one per core) the parent binds the port once and uvicorn's own
-supervisor (`uvicorn.supervisors.Multiprocess`: spawns, health-checks and replaces dead
-workers, forwards SIGTERM/SIGINT for a graceful stop, SIGHUP restarts them one by one)
-runs N copies of the ordinary server on that socket. Each worker is the single-process
+`workers: N` (default: one per core) uvicorn's own supervisor
+(`uvicorn.supervisors.Multiprocess`: spawns, health-checks and replaces dead workers,
+forwards SIGTERM/SIGINT for a graceful stop, SIGHUP restarts them one by one) runs N copies
+of the ordinary server on the port. The parent binds the port first (so a busy port fails
+at once); each worker then listens on a socket of its own bound to it with SO_REUSEPORT, so
+the kernel spreads new connections over the workers by their addresses. (One shared socket
+does not: the first worker to wake accepts every pending connection, so a burst of
+keep-alive clients could all land on one worker.) Each worker is the single-process
 server unchanged: its own model manager (hot reload by polling the repository), batcher and
 onnxruntime session with cores / N threads, the same auth token, and its gRPC server on the
 shared gRPC port (SO_REUSEPORT, gRPC's default on Linux). What they share:
@@ -31,6 +35,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 import tempfile
 from typing import Any
 
@@ -55,9 +60,37 @@ def serve_workers(config: ServerConfig) -> None:
         uv_config = uvicorn.Config(
             "tfllm_serving.workers:worker_app", factory=True, workers=config.worker_count(),
             **server_options(config))
-        Multiprocess(uv_config, sockets=[uv_config.bind_socket()]).run()
+        # Windows has no SO_REUSEPORT: one shared socket there.
+        sock = (_bind(config.host, config.port) if hasattr(socket, "SO_REUSEPORT")
+                else uv_config.bind_socket())
+        Multiprocess(uv_config, sockets=[sock]).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class _PerWorkerSocket(socket.socket):
+    """The port's socket as the parent holds it (bound, never listening); what a worker
+    unpickles from it is a new socket bound to the same address with SO_REUSEPORT."""
+
+    def __reduce_ex__(self, protocol: object) -> tuple:
+        # Sent to spawned workers by pickle (multiprocessing), which would dup the fd instead.
+        return (_reuse_port_socket, (self.family, self.getsockname()[:2]))
+
+
+def _reuse_port_socket(family: int, address: tuple, cls: type = socket.socket) -> socket.socket:
+    sock = cls(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return _reuse_port_socket(family, (host, port), cls=_PerWorkerSocket)
+    except OSError as exc:
+        raise OSError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
 
 
 def server_options(config: ServerConfig) -> dict[str, Any]:

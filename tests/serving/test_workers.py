@@ -4,7 +4,9 @@ in flight finish."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import socket
 import time
@@ -65,6 +67,42 @@ def test_workers_share_the_port_and_their_metrics_add_up(
     assert 'tfllm_serving_queue_depth{model="sst2",version="1"} 0.0' in metrics
     loads = 'tfllm_serving_model_loads_total{model="sst2",outcome="loaded",version="1"}'
     assert _counter(metrics, loads) == WORKERS  # one load per worker
+
+
+def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(
+    tmp_path: Path, write_model_version, start_server,
+) -> None:
+    repo = tmp_path / "repo"
+    write_model_version(repo, "sst2", 1)
+    server = start_server(repo, {"workers": WORKERS})
+    clients = 16
+    # A worker that is busy (here: stopped) while the burst arrives: with one shared
+    # socket the other worker would accept every connection and keep them all.
+    paused = min(server.started_pids())
+
+    async def burst() -> None:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=server.base, timeout=30, limits=limits) as c:
+            os.kill(paused, signal.SIGSTOP)
+            try:
+                first = asyncio.gather(
+                    *(c.get("/v1/models/sst2/metadata") for _ in range(clients)))
+                await asyncio.sleep(0.5)
+            finally:
+                os.kill(paused, signal.SIGCONT)
+            assert [r.status_code for r in await first] == [200] * clients
+            for _ in range(2):  # the same connections, kept alive
+                answers = await asyncio.gather(
+                    *(c.get("/v1/models/sst2/metadata") for _ in range(clients)))
+                assert [r.status_code for r in answers] == [200] * clients
+
+    asyncio.run(burst())
+    lines = [json.loads(line) for line in server.log().splitlines()
+             if line.startswith("{") and '"path": "/v1/models/sst2/metadata"' in line]
+    assert len(lines) == 3 * clients
+    assert len({line["client"] for line in lines}) == clients  # each connection kept
+    # SO_REUSEPORT hashes each connection to one worker: all 16 on one has odds 2**-15.
+    assert len({line["pid"] for line in lines}) == WORKERS
 
 
 def test_every_worker_checks_the_token_and_takes_a_new_version(
