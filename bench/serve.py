@@ -553,6 +553,7 @@ def report(results: dict, quick: bool) -> tuple[str, str, dict]:
     ip, servers = results["in_process"], results["servers"]
     on = {int(k.split("-")[1]): v for k, v in servers.items() if k.endswith("batching-on")}
     off = next(v for k, v in servers.items() if k.endswith("batching-off"))
+    lone_off = next((v for k, v in servers.items() if k.endswith("lone-off")), None)
     most = max(on)
     rows = [["in-process ORT, B=1 (tokenize + run)", *ms(ip["b1_latency"]),
              f"{1e3 / ip['b1_latency']['mean_ms']:.1f} seq/s", "–", "1"]]
@@ -577,6 +578,16 @@ def report(results: dict, quick: bool) -> tuple[str, str, dict]:
         rows.append([f"server REST, {most} workers, batching off, {row['clients']} clients",
                      *ms(row["latency"]), f"{row['requests_per_s']} req/s",
                      str(row["errors"]), str(row["mean_batch_size"])])
+    if lone_off is not None:
+        who = f"server REST, {most} workers, lone requests on their worker's share"
+        lat = lone_off["b1_latency"]
+        rows.append([f"{who}, B=1, 1 client", *ms(lat["latency"]),
+                     f"{lat['requests_per_s']} req/s", str(lat["errors"]),
+                     str(lat["mean_batch_size"])])
+        for row in lone_off["throughput"]:
+            rows.append([f"{who}, batching on, {row['clients']} clients", *ms(row["latency"]),
+                         f"{row['requests_per_s']} req/s", str(row["errors"]),
+                         str(row["mean_batch_size"])])
     table = markdown_table(["measurement", "p50 ms", "p95 ms", "p99 ms", "throughput",
                             "errors", "mean batch"], rows)
 
@@ -671,9 +682,13 @@ def notes_text(results: dict, quick: bool, part: dict, clients: int) -> str:
         f"worker), max_enqueued_batches {b['max_enqueued_batches']}, "
         f"runtime.intra_op_threads {rt['intra_op_threads']} (0 = a worker's cores ÷ its "
         "batch threads), runtime.intra_op_spinning "
-        f"{str(rt.get('intra_op_spinning')).lower()}, access_log "
-        f"{str(cfg['access_log']).lower()} (to a file); the batching-off server is the same "
-        "with `batching.enabled: false`. Server answers equal in-process ones (max |Δ "
+        f"{str(rt.get('intra_op_spinning')).lower()}, runtime.lone_request_all_cores "
+        f"{str(rt.get('lone_request_all_cores', False)).lower()} (a one-row batch runs on a "
+        "second session on every core when no other run is going on in any worker), "
+        f"access_log {str(cfg['access_log']).lower()} (to a file); the batching-off server "
+        "is the same with `batching.enabled: false`, the *lone requests on their worker's "
+        "share* rows with `runtime.lone_request_all_cores: false`. Server answers equal "
+        "in-process ones (max |Δ "
         f"probability| {part['max_abs_probability_diff_vs_in_process']:.1e}). *Mean batch* "
         "is rows per model run from the server's `/metrics` (summed over workers). Targets "
         "(issues 7, 24): server p50 ≤ in-process p50 + 1.5 ms; 32-client throughput ≥ 0.8× "
@@ -761,20 +776,28 @@ def main(argv: list[str] | None = None) -> int:
                                  "max_padding_ratio": args.max_padding_ratio},
                     "runtime": {"intra_op_threads": args.intra_op_threads,
                                 "intra_op_spinning": args.intra_op_spinning,
+                                "lone_request_all_cores": True,
                                 "providers": list(providers)}}
         worker_counts = sorted({int(w) for w in args.workers.split(",")})
         mid = 32 if 32 in clients else max(clients)  # the batching-off comparison
         results["servers"] = {}
-        phases = [(w, True) for w in worker_counts] + [(worker_counts[-1], False)]
-        for workers, enabled in phases:
+        most = worker_counts[-1]
+        # (workers, batching, lone requests on every core): the last two phases are the
+        # comparisons, batching off and lone requests kept to their worker's share.
+        phases = [(w, True, True) for w in worker_counts] + [(most, False, True)]
+        if most > 1:
+            phases.append((most, True, False))
+        for workers, enabled, lone in phases:
             phase = {s: dict(v) for s, v in settings.items()}
             phase["batching"]["enabled"] = enabled
+            phase["runtime"]["lone_request_all_cores"] = lone
             server = Server(repo, name, phase, workers, work)
             servers.append(server)
-            label = f"{workers} workers, batching {'on' if enabled else 'off'}"
-            results["servers"][f"workers-{workers}-batching-{'on' if enabled else 'off'}"] = (
-                bench_server(server, bodies, texts, model, args.requests, args.seconds,
-                             clients if enabled else [mid], label, latency=enabled))
+            key = (f"workers-{workers}-batching-{'on' if enabled else 'off'}"
+                   + ("" if lone else "-lone-off"))
+            results["servers"][key] = bench_server(
+                server, bodies, texts, model, args.requests, args.seconds,
+                clients if enabled and lone else [mid], key, latency=enabled)
             server.stop()
         table, notes, ratios = report(results, args.quick)
         results["ratios"] = ratios

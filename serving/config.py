@@ -112,6 +112,10 @@ class RuntimeConfig:
     # CPU is needed by HTTP, tokenization and the next batch (off: lower B=1 latency and
     # higher throughput measured by bench/serve.py on a 2-core CPU).
     intra_op_spinning: bool = False
+    # A batch of one row runs on every core when no other run is going on in any worker
+    # (tfllm_serving.cores): low latency when idle, each worker's share under load. Costs a
+    # second session per version where a worker has fewer threads than the machine's cores.
+    lone_request_all_cores: bool = True
     # "auto" = CUDAExecutionProvider when onnxruntime offers it, else CPU.
     providers: list[str] | str = "auto"
     warmup: bool = True

@@ -20,13 +20,16 @@ outputs (tests/serving/test_hot_reload.py runs that path).
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
 from .batching import DynamicBatcher, WorkerPool
-from .config import ServerConfig
+from .config import ServerConfig, available_cpus
+from .cores import LOCK_ENV, CoreLease, lease_supported
 from .errors import NotFound, Unavailable
 from .metrics import ServingMetrics
 from .repository import ModelRepository, VersionFingerprint, select_versions
@@ -82,6 +85,7 @@ class ModelManager:
         self.metrics = metrics or ServingMetrics()
         self.repo = ModelRepository(config.model_repo)
         self.pool = WorkerPool(config.batch_threads())
+        self.lease, self._own_lock = self._core_lease()
         self._servables: dict[str, dict[int, Servable]] = {}
         self._status: dict[str, dict[int, VersionStatus]] = {}
         self._rejected: dict[tuple[str, int], VersionFingerprint] = {}
@@ -105,6 +109,21 @@ class ModelManager:
             for servable in versions.values():
                 servable.batcher.close()
         self.pool.shutdown()
+        if self._own_lock:
+            os.unlink(self._own_lock)
+
+    def _core_lease(self) -> tuple[CoreLease | None, str | None]:
+        """The lock lone requests take to run on every core (tfllm_serving.cores): the
+        server's, shared by its workers, or this process's own."""
+        cfg = self.config
+        if (not cfg.runtime.lone_request_all_cores or not lease_supported()
+                or cfg.intra_op_threads() >= available_cpus()):
+            return None, None
+        if os.environ.get(LOCK_ENV):
+            return CoreLease(os.environ[LOCK_ENV]), None
+        fd, path = tempfile.mkstemp(prefix="tfllm-serve-cores-", suffix=".lock")
+        os.close(fd)
+        return CoreLease(path), path
 
     def wait_scanned(self) -> None:
         """Block until the first repository scan is done (each version loaded or rejected)."""
@@ -216,6 +235,8 @@ class ModelManager:
             max_sequence_length=cfg.limits.max_sequence_length,
             over_length=cfg.limits.over_length,
             max_padding_ratio=cfg.batching.max_padding_ratio,
+            lone_threads=available_cpus(),
+            lease=self.lease,
         )
         runtime.validate_and_warm_up(cfg.batching.max_batch_size, warmup=cfg.runtime.warmup)
         return runtime

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from .cores import CoreLease
 from .errors import InvalidInput
 from .tagging import DECODINGS
 from .wordpiece import TRUNCATIONS, encode_batch, encode_words
@@ -119,6 +121,22 @@ def choose_providers(requested: list[str] | str = "auto") -> list[str]:
     return chosen or ["CPUExecutionProvider"]
 
 
+def _open_session(model_path: Path, threads: int, spinning: bool,
+                  providers: list[str] | str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    if not spinning:
+        # Idle intra-op threads spinning for work steal the cores the event loop,
+        # tokenizer and other batch threads need between runs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Errors only: ORT's warnings are plain text and would break the JSON log stream.
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(model_path), sess_options=options,
+                                providers=choose_providers(providers))
+
+
 def width_groups(widths: Sequence[int], sizes: Sequence[int],
                  max_padding_ratio: float) -> list[list[int]]:
     """Requests (their padded widths and row counts) grouped for merged runs: sorted by
@@ -176,6 +194,10 @@ class ModelRuntime:
         self.decoding = model_config.get("decoding", "argmax")
         self.labels = labels
         self.session = session
+        # Set by load(): the every-core session for lone requests (tfllm_serving.cores).
+        self.lone_session: ort.InferenceSession | None = None
+        self.lease: CoreLease | None = None
+        self.lone_runs = 0
         self.max_len = max_sequence_length
         self.over_length = over_length
         self.tokenizer = tokenizer
@@ -207,8 +229,14 @@ class ModelRuntime:
         max_sequence_length: int = 0,
         over_length: str = "truncate",
         max_padding_ratio: float = 0.0,
+        lone_threads: int = 0,
+        lease: CoreLease | None = None,
     ) -> ModelRuntime:
         """Read the version folder written by ``tfllm export`` and open the ORT session.
+
+        With a `lease` and `lone_threads` above `intra_op_threads` (CPU only), a second
+        session on `lone_threads` cores runs one-row batches whenever the lease can be had
+        alone (`tfllm_serving.cores`).
 
         Raises ``ValueError``/``FileNotFoundError``/onnxruntime errors on a bad folder;
         the caller decides whether that rejects the version.
@@ -237,23 +265,17 @@ class ModelRuntime:
             raise ValueError(f"{vdir}: labels.json must be a JSON list of strings")
         tokenizer = Tokenizer.from_file(str(vdir / "tokenizer.json"))
 
-        options = ort.SessionOptions()
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        if not intra_op_spinning:
-            # Idle intra-op threads spinning for work steal the cores the event loop,
-            # tokenizer and other batch threads need between runs.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # Errors only: ORT's warnings are plain text and would break the JSON log stream.
-        options.log_severity_level = 3
-        session = ort.InferenceSession(
-            str(model_path), sess_options=options, providers=choose_providers(providers)
-        )
+        session = _open_session(model_path, intra_op_threads, intra_op_spinning, providers)
+        lone_session = None
+        if (lease is not None and 0 < intra_op_threads < lone_threads
+                and session.get_providers()[0] == "CPUExecutionProvider"):
+            lone_session = _open_session(model_path, lone_threads, intra_op_spinning, providers)
         model_max = int(model_config.get("max_len", 512))
         limit = min(model_max, max_sequence_length) if max_sequence_length else model_max
-        return cls(vdir, model_config, labels, tokenizer, session, limit, over_length,
-                   max_padding_ratio)
+        runtime = cls(vdir, model_config, labels, tokenizer, session, limit, over_length,
+                      max_padding_ratio)
+        runtime.lone_session, runtime.lease = lone_session, lease
+        return runtime
 
     @property
     def providers(self) -> list[str]:
@@ -316,15 +338,30 @@ class ModelRuntime:
 
     def run(self, batch: EncodedBatch) -> BatchOutput:
         """One session call on an already padded batch."""
-        feed = {
-            name: getattr(batch, name).astype(dtype, copy=False)
-            for name, dtype in self.input_dtypes.items()
-        }
-        (values,) = self.session.run([self.output_name], feed)
+        with self._session_for(batch.size) as session:
+            (values,) = session.run([self.output_name], self._feed(batch))
         values = np.asarray(values, dtype=np.float32)
         if self.task == "embedding":
             return BatchOutput(embedding=values)
         return BatchOutput(values, softmax(values))
+
+    def _feed(self, batch: EncodedBatch) -> dict[str, np.ndarray]:
+        return {name: getattr(batch, name).astype(dtype, copy=False)
+                for name, dtype in self.input_dtypes.items()}
+
+    @contextmanager
+    def _session_for(self, rows: int) -> Iterator[ort.InferenceSession]:
+        if self.lone_session is None or self.lease is None:
+            yield self.session
+            return
+        if rows == 1:
+            with self.lease.exclusive_or_not() as alone:
+                if alone:
+                    self.lone_runs += 1
+                    yield self.lone_session
+                    return
+        with self.lease.shared():
+            yield self.session
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -405,6 +442,8 @@ class ModelRuntime:
         if warmup:
             # The first run at a new shape is slow (allocation, kernel selection).
             self.run(self.warmup_input(max(1, max_batch_size)))
+            if self.lone_session is not None:
+                self.lone_session.run([self.output_name], self._feed(self.warmup_input(1)))
 
     def signature_defs(self) -> dict[str, Any]:
         """TF Serving ``SignatureDefMap`` as JSON: ``serving_default`` takes text (like the

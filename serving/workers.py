@@ -16,7 +16,8 @@ shared gRPC port (SO_REUSEPORT, gRPC's default on Linux). What they share:
 - `/metrics`: prometheus_client's multiprocess mode (a directory of per-process files that
   any worker sums on a scrape), so counters and histograms add up across workers;
 - the feedback files (`tfllm_serving.feedback`): one prediction log per worker slot, one
-  feedback file appended by all.
+  feedback file appended by all;
+- a lock file that lets a lone request run on every core (`tfllm_serving.cores`).
 
 A worker starts taking connections only when its first repository scan is done (its models
 loaded or rejected), so no request lands on a worker that is still loading. Later versions
@@ -43,6 +44,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from .config import ServerConfig
+from .cores import LOCK_ENV
 
 _CONFIG_ENV = "TFLLM_SERVE_CONFIG_JSON"
 _METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own switch
@@ -56,6 +58,7 @@ def serve_workers(config: ServerConfig) -> None:
     # metrics directory (read by prometheus_client when a worker imports it).
     os.environ[_CONFIG_ENV] = json.dumps(dataclasses.asdict(config))
     os.environ[_METRICS_ENV] = metrics_dir
+    os.environ[LOCK_ENV] = os.path.join(metrics_dir, "cores.lock")
     try:
         uv_config = uvicorn.Config(
             "tfllm_serving.workers:worker_app", factory=True, workers=config.worker_count(),
