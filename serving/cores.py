@@ -12,8 +12,9 @@ on its own share, as before: nothing waits for the exclusive lock.
 
 flock on one file, one descriptor per thread and lease: the workers are processes, flock
 locks belong to an open file (so threads of one worker exclude each other too; one thread
-never nests the two, which would convert its lock), the kernel drops them when a process dies, and neither the standard library nor the server's dependencies offer a
-readers-writer lock across processes.
+never nests the two, which would convert its lock), the kernel drops them when a process
+dies, and neither the standard library nor the server's dependencies offer a readers-writer
+lock across processes.
 
 >>> import os, tempfile
 >>> folder = tempfile.TemporaryDirectory()
