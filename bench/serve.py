@@ -549,6 +549,12 @@ def ms(lat: dict) -> list[str]:
             for k in ("p50_ms", "p95_ms", "p99_ms")]
 
 
+def server_row(label: str, run: dict, batch: bool = True) -> list[str]:
+    """One table row from a `run_clients` result."""
+    return [label, *ms(run["latency"]), f"{run['requests_per_s']} req/s", str(run["errors"]),
+            str(run["mean_batch_size"]) if batch else "–"]
+
+
 def report(results: dict, quick: bool) -> tuple[str, str, dict]:
     ip, servers = results["in_process"], results["servers"]
     on = {int(k.split("-")[1]): v for k, v in servers.items() if k.endswith("batching-on")}
@@ -563,31 +569,18 @@ def report(results: dict, quick: bool) -> tuple[str, str, dict]:
                      f"{b['sequences_per_s']:.1f} seq/s", "–", str(b["batch_size"])])
     for workers, part in sorted(on.items()):
         who = f"server REST, {workers} worker{'s' if workers > 1 else ''}"
-        floor, lat = part["http_floor"], part["b1_latency"]
-        rows.append([f"{who}, GET model status, 1 client (HTTP floor, no model)",
-                     *ms(floor["latency"]), f"{floor['requests_per_s']} req/s",
-                     str(floor["errors"]), "–"])
-        rows.append([f"{who}, B=1, 1 client (latency)", *ms(lat["latency"]),
-                     f"{lat['requests_per_s']} req/s", str(lat["errors"]),
-                     str(lat["mean_batch_size"])])
-        for row in part["throughput"]:
-            rows.append([f"{who}, batching on, {row['clients']} clients", *ms(row["latency"]),
-                         f"{row['requests_per_s']} req/s", str(row["errors"]),
-                         str(row["mean_batch_size"])])
-    for row in off["throughput"]:
-        rows.append([f"server REST, {most} workers, batching off, {row['clients']} clients",
-                     *ms(row["latency"]), f"{row['requests_per_s']} req/s",
-                     str(row["errors"]), str(row["mean_batch_size"])])
+        rows.append(server_row(f"{who}, GET model status, 1 client (HTTP floor, no model)",
+                               part["http_floor"], batch=False))
+        rows.append(server_row(f"{who}, B=1, 1 client (latency)", part["b1_latency"]))
+        rows += [server_row(f"{who}, batching on, {row['clients']} clients", row)
+                 for row in part["throughput"]]
+    rows += [server_row(f"server REST, {most} workers, batching off, {row['clients']} clients",
+                        row) for row in off["throughput"]]
     if lone_off is not None:
         who = f"server REST, {most} workers, lone requests on their worker's share"
-        lat = lone_off["b1_latency"]
-        rows.append([f"{who}, B=1, 1 client", *ms(lat["latency"]),
-                     f"{lat['requests_per_s']} req/s", str(lat["errors"]),
-                     str(lat["mean_batch_size"])])
-        for row in lone_off["throughput"]:
-            rows.append([f"{who}, batching on, {row['clients']} clients", *ms(row["latency"]),
-                         f"{row['requests_per_s']} req/s", str(row["errors"]),
-                         str(row["mean_batch_size"])])
+        rows.append(server_row(f"{who}, B=1, 1 client", lone_off["b1_latency"]))
+        rows += [server_row(f"{who}, batching on, {row['clients']} clients", row)
+                 for row in lone_off["throughput"]]
     table = markdown_table(["measurement", "p50 ms", "p95 ms", "p99 ms", "throughput",
                             "errors", "mean batch"], rows)
 
