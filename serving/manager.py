@@ -26,6 +26,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 from .batching import DynamicBatcher, WorkerPool
 from .config import ServerConfig, available_cpus
@@ -110,7 +111,7 @@ class ModelManager:
                 servable.batcher.close()
         self.pool.shutdown()
         if self._own_lock:
-            os.unlink(self._own_lock)
+            Path(self._own_lock).unlink(missing_ok=True)
 
     def _core_lease(self) -> tuple[CoreLease | None, str | None]:
         """The lock lone requests take to run on every core (tfllm_serving.cores): the
