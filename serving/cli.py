@@ -89,14 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass  # a host name: the operator chose it
     try:
         if server is None:
-            from .workers import serve_workers
+            from .workers import BindError, serve_workers
 
-            serve_workers(cfg)
+            try:
+                serve_workers(cfg)
+            except BindError as exc:  # the parent binds the port before any worker starts
+                print(f"tfllm-serve: error: {exc}", file=sys.stderr)
+                return 2
         else:
             server.run()
-    except OSError as exc:  # the port is taken (workers: the parent binds it first)
-        print(f"tfllm-serve: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         # uvicorn re-raises the captured SIGINT once its graceful shutdown is done.
         pass

@@ -8,7 +8,9 @@ idle (bench/serve.py's 4-layer model at B=1 on 2 cores: 4.4 ms on one, 2.9 on bo
 version also opens a session on every core, and a batch of one row runs there when a lock
 shared by all the workers can be taken exclusively; every other run holds it shared, so the
 wide run never competes with them for cores. A lone request that finds the lock taken runs
-on its own share, as before: nothing waits for the exclusive lock.
+on its own share, as before, like any run (waiting only while another lone run has every
+core): the exclusive lock is tried, never waited for. flock does not queue its waiters, but
+a shared waiter wakes as soon as a lone run ends, before the next lone request can arrive.
 
 flock on one file, one descriptor per thread and lease: the workers are processes, flock
 locks belong to an open file (so threads of one worker exclude each other too; one thread
@@ -27,7 +29,7 @@ True
 ...     with lease.exclusive_or_not() as alone:
 ...         alone
 False
->>> folder.cleanup()
+>>> lease.close(); other_worker.close(); folder.cleanup()
 """
 
 from __future__ import annotations
@@ -56,12 +58,24 @@ class CoreLease:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._local = threading.local()
+        self._opened: list[int] = []
+        self._opened_lock = threading.Lock()
 
     def _fd(self) -> int:
         fd = getattr(self._local, "fd", None)
         if fd is None:
             fd = self._local.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            with self._opened_lock:
+                self._opened.append(fd)
         return fd
+
+    def close(self) -> None:
+        """Close every thread's descriptor (after the threads that run models have ended)."""
+        with self._opened_lock:
+            for fd in self._opened:
+                os.close(fd)
+            self._opened.clear()
+        self._local = threading.local()
 
     @contextmanager
     def shared(self) -> Iterator[None]:

@@ -110,6 +110,8 @@ class ModelManager:
             for servable in versions.values():
                 servable.batcher.close()
         self.pool.shutdown()
+        if self.lease is not None:
+            self.lease.close()
         if self._own_lock:
             Path(self._own_lock).unlink(missing_ok=True)
 

@@ -441,9 +441,15 @@ class ModelRuntime:
             raise ValueError(f"sanity input gave non-finite {name}")
         if warmup:
             # The first run at a new shape is slow (allocation, kernel selection).
-            self.run(self.warmup_input(max(1, max_batch_size)))
-            if self.lone_session is not None:
-                self.lone_session.run([self.output_name], self._feed(self.warmup_input(1)))
+            widest = self._feed(self.warmup_input(max(1, max_batch_size)))
+            if self.lone_session is None or self.lease is None:
+                self.session.run([self.output_name], widest)
+                return
+            with self.lease.shared():
+                self.session.run([self.output_name], widest)
+            with self.lease.exclusive_or_not() as alone:
+                if alone:  # else its first lone request pays for it, once
+                    self.lone_session.run([self.output_name], self._feed(self.warmup_input(1)))
 
     def signature_defs(self) -> dict[str, Any]:
         """TF Serving ``SignatureDefMap`` as JSON: ``serving_default`` takes text (like the

@@ -8,7 +8,10 @@ of the ordinary server on the port. The parent binds the port first (so a busy p
 at once); each worker then listens on a socket of its own bound to it with SO_REUSEPORT, so
 the kernel spreads new connections over the workers by their addresses. (One shared socket
 does not: the first worker to wake accepts every pending connection, so a burst of
-keep-alive clients could all land on one worker.) Each worker is the single-process
+keep-alive clients could all land on one worker.) The price: connections still waiting in a
+worker's own queue when it exits (SIGHUP restart, a dead worker replaced) are reset unless
+the host sets `net.ipv4.tcp_migrate_req=1` (Linux 5.14+), and a stalled worker keeps getting
+its share of new connections until the supervisor replaces it. Each worker is the single-process
 server unchanged: its own model manager (hot reload by polling the repository), batcher and
 onnxruntime session with cores / N threads, the same auth token, and its gRPC server on the
 shared gRPC port (SO_REUSEPORT, gRPC's default on Linux). What they share:
@@ -37,6 +40,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from typing import Any
 
@@ -63,12 +67,20 @@ def serve_workers(config: ServerConfig) -> None:
         uv_config = uvicorn.Config(
             "tfllm_serving.workers:worker_app", factory=True, workers=config.worker_count(),
             **server_options(config))
-        # Windows has no SO_REUSEPORT: one shared socket there.
-        sock = (_bind(config.host, config.port) if hasattr(socket, "SO_REUSEPORT")
+        # Only Linux spreads connections over SO_REUSEPORT sockets (macOS gives them all to
+        # one; Windows has none): one shared socket elsewhere.
+        sock = (_bind(config.host, config.port) if sys.platform.startswith("linux")
                 else uv_config.bind_socket())
-        Multiprocess(uv_config, sockets=[sock]).run()
+        try:
+            Multiprocess(uv_config, sockets=[sock]).run()
+        finally:
+            sock.close()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class BindError(OSError):
+    """The port cannot be bound (taken, or an address this host does not have)."""
 
 
 class _PerWorkerSocket(socket.socket):
@@ -77,7 +89,7 @@ class _PerWorkerSocket(socket.socket):
 
     def __reduce_ex__(self, protocol: object) -> tuple:
         # Sent to spawned workers by pickle (multiprocessing), which would dup the fd instead.
-        return (_reuse_port_socket, (self.family, self.getsockname()[:2]))
+        return (_reuse_port_socket, (self.family, self.getsockname()))
 
 
 def _reuse_port_socket(family: int, address: tuple, cls: type = socket.socket) -> socket.socket:
@@ -93,7 +105,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         return _reuse_port_socket(family, (host, port), cls=_PerWorkerSocket)
     except OSError as exc:
-        raise OSError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
+        raise BindError(f"cannot bind {host}:{port}: {exc.strerror}") from exc
 
 
 def server_options(config: ServerConfig) -> dict[str, Any]:

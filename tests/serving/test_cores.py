@@ -29,6 +29,8 @@ def test_an_ordinary_run_waits_while_a_lone_run_has_every_core(tmp_path: Path) -
     with ordinary.shared(), another.shared():  # ordinary runs go on side by side
         with lone.exclusive_or_not() as alone:
             assert not alone  # and a lone request then keeps its worker's share
+    for lease in (lone, ordinary, another):
+        lease.close()
 
 
 def test_a_lone_row_takes_every_core_only_when_no_other_run_holds_the_lease(
@@ -55,3 +57,4 @@ def test_a_lone_row_takes_every_core_only_when_no_other_run_holds_the_lease(
                              lease=lease).lone_session is None
     assert ModelRuntime.load(model_repo / "sst2" / "1", intra_op_threads=1,
                              lone_threads=2).lone_session is None
+    lease.close()

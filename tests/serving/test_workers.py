@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -103,6 +105,22 @@ def test_a_burst_of_keep_alive_connections_is_spread_over_the_workers(
     assert len({line["client"] for line in lines}) == clients  # each connection kept
     # SO_REUSEPORT hashes each connection to one worker: all 16 on one has odds 2**-15.
     assert len({line["pid"] for line in lines}) == WORKERS
+
+
+def test_a_taken_port_is_a_clear_error_before_any_worker_starts(
+    tmp_path: Path, write_model_version,
+) -> None:
+    repo = tmp_path / "repo"
+    write_model_version(repo, "sst2", 1)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "tfllm_serving.cli", "--model-repo", str(repo), "--port",
+             str(port), "--grpc-port", "0", "--workers", str(WORKERS)],
+            capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot bind 127.0.0.1:{port}" in done.stderr
+    assert '"event": "started"' not in done.stdout + done.stderr
 
 
 def test_every_worker_checks_the_token_and_takes_a_new_version(
