@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,8 @@ class ModelRuntime:
         max_sequence_length: int,
         over_length: str,
         max_padding_ratio: float = 0.0,
+        lone_session: ort.InferenceSession | None = None,
+        lease: CoreLease | None = None,
     ) -> None:
         self.version_dir = version_dir
         self.name = version_dir.parent.name
@@ -194,9 +196,10 @@ class ModelRuntime:
         self.decoding = model_config.get("decoding", "argmax")
         self.labels = labels
         self.session = session
-        # Set by load(): the every-core session for lone requests (tfllm_serving.cores).
-        self.lone_session: ort.InferenceSession | None = None
-        self.lease: CoreLease | None = None
+        # The every-core session for lone requests and the lease it runs under
+        # (tfllm_serving.cores); without a lease there is no second session.
+        self.lone_session = lone_session if lease is not None else None
+        self.lease = lease
         self.lone_runs = 0
         self.max_len = max_sequence_length
         self.over_length = over_length
@@ -272,10 +275,8 @@ class ModelRuntime:
             lone_session = _open_session(model_path, lone_threads, intra_op_spinning, providers)
         model_max = int(model_config.get("max_len", 512))
         limit = min(model_max, max_sequence_length) if max_sequence_length else model_max
-        runtime = cls(vdir, model_config, labels, tokenizer, session, limit, over_length,
-                      max_padding_ratio)
-        runtime.lone_session, runtime.lease = lone_session, lease
-        return runtime
+        return cls(vdir, model_config, labels, tokenizer, session, limit, over_length,
+                   max_padding_ratio, lone_session, lease)
 
     @property
     def providers(self) -> list[str]:
@@ -349,18 +350,19 @@ class ModelRuntime:
         return {name: getattr(batch, name).astype(dtype, copy=False)
                 for name, dtype in self.input_dtypes.items()}
 
+    def _shared(self) -> AbstractContextManager[None]:
+        """What an ordinary run holds: the lease, shared, when lone runs may take it."""
+        return self.lease.shared() if self.lone_session is not None else nullcontext()
+
     @contextmanager
     def _session_for(self, rows: int) -> Iterator[ort.InferenceSession]:
-        if self.lone_session is None or self.lease is None:
-            yield self.session
-            return
-        if rows == 1:
+        if self.lone_session is not None and rows == 1:
             with self.lease.exclusive_or_not() as alone:
                 if alone:
                     self.lone_runs += 1
                     yield self.lone_session
                     return
-        with self.lease.shared():
+        with self._shared():
             yield self.session
 
     @property
@@ -441,15 +443,14 @@ class ModelRuntime:
             raise ValueError(f"sanity input gave non-finite {name}")
         if warmup:
             # The first run at a new shape is slow (allocation, kernel selection).
-            widest = self._feed(self.warmup_input(max(1, max_batch_size)))
-            if self.lone_session is None or self.lease is None:
-                self.session.run([self.output_name], widest)
-                return
-            with self.lease.shared():
-                self.session.run([self.output_name], widest)
-            with self.lease.exclusive_or_not() as alone:
-                if alone:  # else its first lone request pays for it, once
-                    self.lone_session.run([self.output_name], self._feed(self.warmup_input(1)))
+            with self._shared():
+                self.session.run([self.output_name],
+                                 self._feed(self.warmup_input(max(1, max_batch_size))))
+            if self.lone_session is not None:
+                with self.lease.exclusive_or_not() as alone:
+                    if alone:  # else its first lone request pays for it, once
+                        self.lone_session.run([self.output_name],
+                                              self._feed(self.warmup_input(1)))
 
     def signature_defs(self) -> dict[str, Any]:
         """TF Serving ``SignatureDefMap`` as JSON: ``serving_default`` takes text (like the
